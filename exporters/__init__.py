@@ -1,0 +1,1 @@
+"""One module per artifact format, each with an `export` function and a runner; `registry` ties them together."""

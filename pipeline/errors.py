@@ -1,0 +1,34 @@
+"""Errors a user can cause. The CLI prints them as one line and exits with their `exit_code`.
+
+Anything else is a bug and keeps its traceback.
+"""
+
+
+class ImgpipeError(Exception):
+    """A problem with the user's input or environment, with a message that names the file and the fix."""
+
+    exit_code = 2
+
+
+class DatasetError(ImgpipeError):
+    """The dataset folder cannot be used as given."""
+
+
+class WeightsError(ImgpipeError):
+    """Backbone weights cannot be loaded."""
+
+
+class ConfigError(ImgpipeError):
+    """An option or config file value is invalid."""
+
+
+class ExportError(ImgpipeError):
+    """A converter refused the model."""
+
+
+class BundleError(ImgpipeError):
+    """A bundle on disk is missing, incomplete or altered."""
+
+
+class ArtifactError(ImgpipeError):
+    """An artifact file cannot be opened by its runtime."""
