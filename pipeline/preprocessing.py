@@ -63,9 +63,15 @@ class Preprocessing:
 
 def load_image(path: Path, image_size: int) -> np.ndarray:
     """Decode any supported file to a (size, size, 3) uint8 RGB array: the raw end of the contract."""
+    return decode_image_bytes(Path(path).read_bytes(), image_size)
+
+
+def decode_image_bytes(data: bytes, image_size: int) -> np.ndarray:
+    import io
+
     from PIL import Image
 
-    with Image.open(path) as img:
+    with Image.open(io.BytesIO(data)) as img:
         return to_rgb_array(img, image_size)
 
 
@@ -75,8 +81,9 @@ def to_rgb_array(img, image_size: int) -> np.ndarray:
     img = ImageOps.exif_transpose(img) if hasattr(img, "getexif") else img
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(img, dtype=np.float64)
-        peak = arr.max() if arr.max() > 255 else 255.0
-        img = Image.fromarray(np.clip(arr / peak * 255.0, 0, 255).astype(np.uint8), mode="L")
+        if arr.max() > 255:  # genuine 16-bit range: map 0..65535 onto 0..255
+            arr = arr / 257.0
+        img = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), mode="L")
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

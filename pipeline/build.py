@@ -1,0 +1,137 @@
+"""`imgpipe build`: scan -> train -> export -> verify -> publish, with every stage timed and reported."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from imgpipe import __version__
+from imgpipe.config import BuildConfig
+from imgpipe.dataset import DatasetIndex, scan_dataset, write_split_file
+from imgpipe.exporters.base import ExportContext
+from imgpipe.exporters.registry import get_format
+from imgpipe.manifest import SCHEMA_VERSION, artifact_entry, environment, library_versions, write_manifest
+from imgpipe.metrics import classification_metrics
+from imgpipe.preprocessing import Preprocessing
+from imgpipe.publish import Staging, remove_stale_staging
+from imgpipe.report import artifact_rows, format_table, unavailable_notes, write_markdown_report
+from imgpipe.train import SplitData, train_classifier
+from imgpipe.verify import verify_artifact
+
+
+class StageTimer:
+    def __init__(self, progress):
+        self.timings: dict[str, float] = {}
+        self.progress = progress
+
+    @contextmanager
+    def stage(self, name: str):
+        self.progress(f"== {name}")
+        start = time.perf_counter()
+        yield
+        self.timings[name] = round(time.perf_counter() - start, 3)
+
+
+def run_build(config: BuildConfig, progress=print) -> dict:
+    """Build, verify and publish; returns the manifest. Raises ImgpipeError subclasses for user errors."""
+    config.validate()
+    remove_stale_staging(config.out)
+    timer = StageTimer(progress)
+    preprocessing = Preprocessing(config.backbone.image_size)
+    with Staging(config.out) as staging:
+        with timer.stage("scan"):
+            index = scan_dataset(config.dataset, config.backbone.image_size, config.split, progress=progress)
+            _print_counts(index, progress)
+        with timer.stage("train"):
+            result = train_classifier(config.backbone, config.train, _split_data(index), len(index.labels),
+                                      preprocessing, config.cache_dir, staging.root / "logs", progress)
+        timer.timings.update({f"train.{k}": round(v, 3) for k, v in result.timings.items()})
+        test_images, test_labels = index.split("test")
+        with timer.stage("reference"):
+            reference_probs = result.model.predict(preprocessing.normalize(test_images), verbose=0)
+            reference = classification_metrics(reference_probs, test_labels, index.labels)
+        verifications = []
+        for fmt, variant in config.variants():
+            artifact = _export(config, fmt, variant, result.model, index, preprocessing, staging, timer)
+            with timer.stage(f"verify {fmt}:{variant}"):
+                verifications.append(verify_artifact(artifact, test_images, test_labels, index.labels,
+                                                     reference_probs, reference["accuracy"], config.latency))
+        manifest = _manifest(config, index, preprocessing, reference, verifications, result, timer, staging.bundle)
+        _write_labels(staging.bundle, index.labels, {v.artifact.path.parent for v in verifications})
+        write_split_file(index, staging.bundle / "splits.json")
+        write_manifest(staging.bundle / "manifest.json", manifest)
+        write_markdown_report(staging.root / "report.md", manifest)
+        staging.publish()
+    progress("")
+    progress(format_table(artifact_rows(manifest["artifacts"], reference)))
+    for note in unavailable_notes(manifest["artifacts"]):
+        progress(note)
+    progress(f"\nbundle: {config.out / 'bundle'}\nreport: {config.out / 'report.md'}")
+    return manifest
+
+
+def _split_data(index: DatasetIndex) -> SplitData:
+    train, val = index.split("train"), index.split("val")
+    return SplitData(train[0], train[1], [e.sha256 for e in index.split_entries("train")],
+                     val[0], val[1], [e.sha256 for e in index.split_entries("val")])
+
+
+def _export(config, fmt, variant, model, index, preprocessing, staging, timer):
+    spec = get_format(fmt)
+    folder = staging.bundle / spec.bundle_dir
+    folder.mkdir(exist_ok=True)
+    dest = folder / artifact_filename(spec, variant, "float", config.metadata.name)
+    train_images, _ = index.split("train")
+    ctx = ExportContext(model=model, labels=list(index.labels), preprocessing=preprocessing,
+                        metadata=config.metadata, workdir=staging.work / f"{fmt}-{variant}",
+                        representative_images=train_images, options=config.export)
+    ctx.workdir.mkdir(parents=True, exist_ok=True)
+    with timer.stage(f"export {fmt}:{variant}"):
+        return spec.load().export(ctx, variant, dest)
+
+
+def artifact_filename(spec, variant: str, source: str, model_name: str) -> str:
+    """`model.tflite` / `<Name>.mlpackage` for a format's default float variant; otherwise the variant (and the
+    model-level optimization it came from) is in the name, so a file name never hides what it is."""
+    stem = "model"
+    if spec.name == "coreml":  # Xcode names the generated Swift class after the file
+        stem = re.sub(r"[^A-Za-z0-9]", "", model_name) or "Model"
+    tags = ([] if source == "float" else [source]) + ([] if variant == spec.default_variant else [variant])
+    return "_".join([stem, *tags]) + spec.suffix
+
+
+def _write_labels(bundle: Path, labels: list[str], folders: set[Path]) -> None:
+    for folder in folders:
+        (folder / "labels.txt").write_text("\n".join(labels) + "\n")
+
+
+def _print_counts(index: DatasetIndex, progress) -> None:
+    counts = index.counts()
+    progress(f"{len(index.entries)} images, {len(index.labels)} classes; per class train/val/test: "
+             + ", ".join(f"{k} {v['train']}/{v['val']}/{v['test']}" for k, v in counts.items()))
+    for p in index.problems:
+        progress(f"note: {p}")
+
+
+def _manifest(config, index, preprocessing, reference, verifications, result, timer, bundle) -> dict:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "imgpipe_version": __version__,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "libraries": library_versions(),
+        "environment": environment(),
+        "model": {"name": config.metadata.name, "description": config.metadata.description,
+                  "version": config.metadata.version, "author": config.metadata.author,
+                  "license": config.metadata.license},
+        "labels": list(index.labels),
+        "preprocessing": preprocessing.to_dict(),
+        "dataset": index.summary(),
+        "config": config.to_dict(),
+        "reference": {"format": "keras", "variant": "float", "metrics": reference},
+        "training": {"history": result.history, "bottlenecks_computed": result.bottlenecks_computed},
+        "timings": dict(timer.timings),
+        "artifacts": [artifact_entry(v, bundle) for v in verifications],
+    }

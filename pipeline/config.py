@@ -1,0 +1,60 @@
+"""Build configuration: plain dataclasses filled from defaults, an optional TOML file, then the command line."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from imgpipe.bottlenecks import default_cache_dir
+from imgpipe.dataset import SplitFractions
+from imgpipe.errors import ConfigError
+from imgpipe.exporters.base import ExportOptions, ModelMetadata
+from imgpipe.exporters.registry import FORMATS, get_format
+from imgpipe.model import BackboneSpec
+from imgpipe.train import TrainConfig
+from imgpipe.verify import LatencyConfig
+
+EMBEDDED_BACKBONE = BackboneSpec(arch="mobilenet_v2", alpha=0.35, image_size=96, weights="none")
+EMBEDDED_TRAINING = TrainConfig(epochs=40, learning_rate=2e-3, patience=8, augment=True)
+
+
+@dataclass
+class BuildConfig:
+    out: Path
+    dataset: Path | None = None  # None: the embedded generated dataset
+    targets: list[str] = field(default_factory=lambda: ["tflite", "coreml", "onnx"])
+    backbone: BackboneSpec = field(default_factory=BackboneSpec)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    split: SplitFractions = field(default_factory=SplitFractions)
+    export: ExportOptions = field(default_factory=ExportOptions)
+    metadata: ModelMetadata = field(default_factory=ModelMetadata)
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
+    cache_dir: Path = field(default_factory=default_cache_dir)
+
+    def validate(self) -> None:
+        if not self.targets:
+            raise ConfigError("--targets is empty; choose from " + ", ".join(FORMATS))
+        for name in self.targets:
+            get_format(name)
+        self.backbone.validate()
+        self.split.validate()
+        if self.export.io_type not in ("float", "int8", "uint8"):
+            raise ConfigError(f"--io-type {self.export.io_type}: valid values are float, int8, uint8")
+
+    def variants(self) -> list[tuple[str, str]]:
+        """(format, variant) pairs to build, in a stable order."""
+        return [(name, get_format(name).default_variant) for name in self.targets]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        return _jsonable(d)
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value

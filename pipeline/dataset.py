@@ -1,0 +1,224 @@
+"""Scanning a class-folder dataset: which files count, which class, which split, and what went wrong.
+
+The split of a file is decided by a hash of its path inside the dataset (as TF-Hub's retrain.py does), so a
+file keeps its split when the dataset grows and test images never leak into training between builds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from imgpipe.errors import ConfigError, DatasetError
+from imgpipe.preprocessing import decode_image_bytes
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class SplitFractions:
+    train: float = 0.8
+    val: float = 0.1
+    test: float = 0.1
+
+    def validate(self) -> None:
+        values = (self.train, self.val, self.test)
+        if any(v < 0 for v in values) or abs(sum(values) - 1.0) > 1e-6 or self.train <= 0:
+            raise ConfigError(f"--split {self.train} {self.val} {self.test}: fractions must be >= 0, "
+                              "train > 0, and add up to 1 (e.g. --split 0.8 0.1 0.1)")
+
+
+@dataclass(frozen=True)
+class ImageEntry:
+    relpath: str  # "<class>/<file>", POSIX separators: the split hash and the manifest use it
+    label: int
+    sha256: str
+    split: str
+
+
+@dataclass
+class DatasetIndex:
+    root: Path
+    labels: list[str]
+    entries: list[ImageEntry]
+    images: np.ndarray  # uint8 (N, S, S, 3), decoded once, in `entries` order
+    problems: list[str] = field(default_factory=list)
+
+    def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(images, integer labels) of one split."""
+        idx = [i for i, e in enumerate(self.entries) if e.split == name]
+        return self.images[idx], np.array([self.entries[i].label for i in idx], dtype=np.int64)
+
+    def split_entries(self, name: str) -> list[ImageEntry]:
+        return [e for e in self.entries if e.split == name]
+
+    @property
+    def digest(self) -> str:
+        """Identifies the exact labelled content: paths, bytes and labels."""
+        h = hashlib.sha256()
+        for e in sorted(self.entries, key=lambda e: e.relpath):
+            h.update(f"{e.relpath}\0{e.sha256}\0{self.labels[e.label]}\n".encode())
+        return h.hexdigest()
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        c = Counter((self.labels[e.label], e.split) for e in self.entries)
+        return {label: {s: c[(label, s)] for s in SPLITS} for label in self.labels}
+
+    def summary(self) -> dict:
+        return {"root": str(self.root), "digest": self.digest, "images": len(self.entries),
+                "classes": len(self.labels), "counts": self.counts(), "problems": list(self.problems)}
+
+
+def scan_dataset(root: Path, image_size: int, fractions: SplitFractions = SplitFractions(),
+                 allowed_labels: list[str] | None = None, progress=print) -> DatasetIndex:
+    """Find, decode and split every image under `root/<class>/`.
+
+    `allowed_labels` (evaluation of an existing bundle) keeps the bundle's label order and makes any other
+    class folder an error. Unreadable files are reported and left out rather than failing the whole build.
+    """
+    fractions.validate()
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: dataset folder not found; pass a folder with one sub-folder of images per class")
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    problems: list[str] = []
+    files_by_class = {d.name: _image_files(d, problems) for d in class_dirs}
+    labels = _choose_labels(root, files_by_class, allowed_labels)
+
+    candidates = [(f, labels.index(name)) for name in sorted(files_by_class) for f in files_by_class[name]]
+    progress(f"decoding {len(candidates)} images from {root} at {image_size}px ...")
+    decoded = _decode_all([f for f, _ in candidates], image_size)
+
+    kept: list[tuple[Path, int, np.ndarray, str]] = []
+    unreadable = []
+    for (path, label), (pixels, sha, error) in zip(candidates, decoded):
+        if error:
+            unreadable.append(f"{path}: {error}")
+        else:
+            kept.append((path, label, pixels, sha))
+    if unreadable:
+        problems.extend(f"unreadable, left out: {u}" for u in unreadable)
+        progress(f"warning: {len(unreadable)} unreadable file(s) left out:\n  " + "\n  ".join(unreadable))
+
+    _check_class_sizes(root, labels, kept, allowed_labels is not None)
+    relpaths = [f"{p.parent.name}/{p.name}" for p, _, _, _ in kept]
+    splits = assign_splits(relpaths, [lab for _, lab, _, _ in kept], fractions)
+    entries = [ImageEntry(rel, lab, sha, split)
+               for rel, (_, lab, _, sha), split in zip(relpaths, kept, splits)]
+    problems.extend(_duplicate_problems(entries, labels))
+    images = np.stack([px for _, _, px, _ in kept]) if kept else np.zeros((0, image_size, image_size, 3), np.uint8)
+    return DatasetIndex(root, labels, entries, images, problems)
+
+
+def assign_splits(relpaths: list[str], labels: list[int], fractions: SplitFractions) -> list[str]:
+    """Split per file by a stable hash of its path, then make sure every class with >= 3 images has at least
+    one val and one test image (when those splits are wanted) by moving its highest-hash train images."""
+    scores = [_stable_unit(r) for r in relpaths]
+    splits = [_split_for(s, fractions) for s in scores]
+    wanted = [s for s in ("val", "test") if getattr(fractions, s) > 0]
+    for label in sorted(set(labels)):
+        members = [i for i, lab in enumerate(labels) if lab == label]
+        if len(members) < 3:
+            continue
+        for split in wanted:
+            if any(splits[i] == split for i in members):
+                continue
+            donors = sorted((i for i in members if splits[i] == "train"), key=lambda i: scores[i], reverse=True)
+            if len(donors) > 1:
+                splits[donors[0]] = split
+    return splits
+
+
+def _stable_unit(relpath: str) -> float:
+    digest = hashlib.sha1(relpath.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def _split_for(score: float, f: SplitFractions) -> str:
+    if score < f.train:
+        return "train"
+    return "val" if score < f.train + f.val else "test"
+
+
+def _image_files(class_dir: Path, problems: list[str]) -> list[Path]:
+    files = []
+    for p in sorted(class_dir.rglob("*")):
+        if not p.is_file() or any(part.startswith(".") for part in p.relative_to(class_dir).parts):
+            continue
+        if p.suffix.lower() in IMAGE_SUFFIXES:
+            files.append(p)
+        else:
+            problems.append(f"not an image type imgpipe reads, ignored: {p}")
+    return files
+
+
+def _choose_labels(root: Path, files_by_class: dict[str, list[Path]], allowed: list[str] | None) -> list[str]:
+    if allowed is not None:
+        unknown = sorted(set(files_by_class) - set(allowed))
+        if unknown:
+            raise DatasetError(f"{root}: class folder(s) {', '.join(unknown)} are not among the model's labels "
+                               f"({', '.join(allowed)}); remove or rename them")
+        return list(allowed)
+    if len(files_by_class) < 2:
+        raise DatasetError(f"{root}: found {len(files_by_class)} class folder(s); a classifier needs at least 2 "
+                           "sub-folders, one per class, each holding that class's images")
+    empty = [name for name, files in files_by_class.items() if not files]
+    if empty:
+        raise DatasetError(f"{root / empty[0]}: empty class folder (no .jpg/.jpeg/.png/.bmp/.gif/.webp files); "
+                           "add images or remove the folder")
+    return sorted(files_by_class)
+
+
+def _check_class_sizes(root: Path, labels: list[str], kept, evaluating: bool) -> None:
+    counts = Counter(label for _, label, _, _ in kept)
+    if evaluating:
+        if not kept:
+            raise DatasetError(f"{root}: no readable images found; add images under {root}/<class>/")
+        return
+    for i, name in enumerate(labels):
+        if counts[i] < 2:
+            raise DatasetError(f"{root / name}: {counts[i]} readable image(s); every class needs at least 2 "
+                               "(3 or more to appear in val and test); add images or remove the folder")
+
+
+def _duplicate_problems(entries: list[ImageEntry], labels: list[str]) -> list[str]:
+    by_hash: dict[str, list[ImageEntry]] = {}
+    for e in entries:
+        by_hash.setdefault(e.sha256, []).append(e)
+    problems = []
+    for group in by_hash.values():
+        if len(group) > 1:
+            classes = {labels[e.label] for e in group}
+            kind = "in different classes" if len(classes) > 1 else "duplicated"
+            splits = {e.split for e in group}
+            leak = " across splits (inflates test accuracy)" if len(splits) > 1 else ""
+            problems.append(f"identical files {kind}{leak}: {', '.join(e.relpath for e in group)}")
+    return problems
+
+
+def _decode_all(paths: list[Path], image_size: int):
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return list(pool.map(lambda p: _decode_one(p, image_size), paths))
+
+
+def _decode_one(path: Path, image_size: int):
+    try:
+        data = path.read_bytes()
+        sha = hashlib.sha256(data).hexdigest()
+        return decode_image_bytes(data, image_size), sha, None
+    except Exception as e:  # PIL raises many types for broken files; each is a problem to report, not a crash
+        return None, None, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'cannot decode'}"
+
+
+def write_split_file(index: DatasetIndex, path: Path) -> None:
+    """The per-file split list, so a user can see exactly which images were held out."""
+    rows = [{"path": e.relpath, "label": index.labels[e.label], "split": e.split, "sha256": e.sha256}
+            for e in index.entries]
+    path.write_text(json.dumps(rows, indent=1))

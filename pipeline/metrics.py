@@ -1,0 +1,40 @@
+"""Classification metrics from probabilities, in plain numpy so every runner is scored identically."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def classification_metrics(probs: np.ndarray, y_true: np.ndarray, labels: list[str]) -> dict:
+    """accuracy, macro-F1, log-loss, per-class accuracy and the confusion matrix (rows: true, cols: predicted)."""
+    n = len(labels)
+    pred = probs.argmax(axis=1)
+    confusion = np.zeros((n, n), dtype=np.int64)
+    np.add.at(confusion, (y_true, pred), 1)
+    support = confusion.sum(axis=1)
+    predicted = confusion.sum(axis=0)
+    tp = np.diag(confusion)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        recall = np.where(support > 0, tp / np.maximum(support, 1), np.nan)
+        precision = np.where(predicted > 0, tp / np.maximum(predicted, 1), 0.0)
+        f1 = np.where(precision + np.nan_to_num(recall) > 0,
+                      2 * precision * recall / (precision + recall), 0.0)
+    present = support > 0
+    eps = 1e-7
+    picked = np.clip(probs[np.arange(len(y_true)), y_true], eps, 1.0)
+    return {
+        "accuracy": float((pred == y_true).mean()) if len(y_true) else None,
+        "macro_f1": float(np.mean(f1[present])) if present.any() else None,
+        "log_loss": float(-np.mean(np.log(picked))) if len(y_true) else None,
+        "per_class_accuracy": {labels[i]: (float(recall[i]) if present[i] else None) for i in range(n)},
+        "confusion_matrix": confusion.tolist(),
+        "samples": int(len(y_true)),
+    }
+
+
+def agreement_metrics(probs: np.ndarray, reference: np.ndarray) -> dict:
+    """How closely an artifact reproduces the float Keras model on the same images."""
+    return {
+        "agreement": float((probs.argmax(1) == reference.argmax(1)).mean()),
+        "max_abs_prob_diff": float(np.abs(probs - reference).max()),
+    }

@@ -1,0 +1,70 @@
+"""Staging a build and publishing it atomically.
+
+Everything is written under a hidden staging folder inside `--out`; only a complete build is moved into place,
+so an interrupted or failed build leaves the previous bundle and report exactly as they were.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+PUBLISHED_ENTRIES = ("bundle", "report.md", "logs")
+STAGING_PREFIX = ".imgpipe-staging-"
+
+
+class Staging:
+    """A staging folder that disappears unless `publish` moved its contents into `out`."""
+
+    def __init__(self, out: Path):
+        self.out = Path(out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.root = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=self.out))
+        self.bundle = self.root / "bundle"
+        self.work = self.root / "work"
+        self.bundle.mkdir()
+        self.work.mkdir()
+
+    def __enter__(self) -> "Staging":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def publish(self, entries=PUBLISHED_ENTRIES) -> None:
+        """Swap each finished entry into `out`: the old one is renamed aside first and deleted only after the
+        new one is in place."""
+        shutil.rmtree(self.work, ignore_errors=True)
+        for name in entries:
+            new = self.root / name
+            if not new.exists():
+                continue
+            target = self.out / name
+            old = self.root / f"{name}.previous"
+            if target.exists():
+                os.replace(target, old)
+            os.replace(new, target)
+            if old.is_dir():
+                shutil.rmtree(old)
+            elif old.exists():
+                old.unlink()
+
+
+def remove_stale_staging(out: Path) -> None:
+    """Staging folders left by a build that was killed (SIGKILL skips cleanup); a running build's are kept."""
+    for p in Path(out).glob(STAGING_PREFIX + "*") if Path(out).is_dir() else []:
+        pid = p.name[len(STAGING_PREFIX):].split("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

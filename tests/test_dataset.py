@@ -1,0 +1,144 @@
+"""Dataset scanning: what counts as an image, split stability, and the errors a user can run into."""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from imgpipe.dataset import SplitFractions, assign_splits, scan_dataset
+from imgpipe.errors import ConfigError, DatasetError
+
+
+def _save(path, mode="RGB", size=(40, 30), color=None, **kw):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(zlib.crc32(path.name.encode()))
+    if mode == "I;16":
+        img = Image.fromarray(rng.integers(0, 65535, size[::-1]).astype(np.uint16))
+    else:
+        img = Image.fromarray(rng.integers(0, 256, (*size[::-1], 3), dtype=np.uint8)).convert(mode)
+    img.save(path, **kw)
+    return path
+
+
+def _dataset(tmp_path, per_class=5, classes=("a", "b")):
+    for c in classes:
+        for i in range(per_class):
+            _save(tmp_path / c / f"{c}{i}.png")
+    return tmp_path
+
+
+def test_labels_are_sorted_folder_names_and_images_decoded_to_rgb(tmp_path):
+    _dataset(tmp_path, classes=("zebra", "apple", "mango"))
+    index = scan_dataset(tmp_path, 32, progress=lambda *_: None)
+    assert index.labels == ["apple", "mango", "zebra"]
+    assert index.images.shape == (15, 32, 32, 3) and index.images.dtype == np.uint8
+    assert [index.labels[e.label] for e in index.entries] == [e.relpath.split("/")[0] for e in index.entries]
+
+
+def test_every_suffix_and_colour_mode_is_accepted(tmp_path):
+    files = [
+        _save(tmp_path / "a" / "gray.JPG", "L", format="JPEG"),
+        _save(tmp_path / "a" / "palette.gif", "P"),
+        _save(tmp_path / "a" / "alpha.PNG", "RGBA"),
+        _save(tmp_path / "a" / "cmyk.jpeg", "CMYK", format="JPEG"),
+        _save(tmp_path / "b" / "deep.png", "I;16"),
+        _save(tmp_path / "b" / "bitmap.Bmp", "RGB", format="BMP"),
+        _save(tmp_path / "b" / "modern.webp", "RGB", format="WEBP"),
+    ]
+    index = scan_dataset(tmp_path, 24, progress=lambda *_: None)
+    assert len(index.entries) == len(files)
+    assert index.images.shape[-1] == 3
+    assert not index.problems
+
+
+def test_sixteen_bit_images_keep_their_brightness(tmp_path):
+    path = tmp_path / "a" / "x.png"
+    path.parent.mkdir()
+    Image.fromarray(np.full((8, 8), 65535, np.uint16)).save(path)
+    from imgpipe.preprocessing import load_image
+
+    assert load_image(path, 8).min() == 255
+
+
+def test_unreadable_files_are_reported_and_left_out(tmp_path):
+    _dataset(tmp_path, per_class=3)
+    (tmp_path / "a" / "broken.jpg").write_bytes(b"not a jpeg at all")
+    (tmp_path / "a" / "notes.txt").write_text("hello")
+    messages = []
+    index = scan_dataset(tmp_path, 16, progress=messages.append)
+    assert len(index.entries) == 6
+    assert any("broken.jpg" in p for p in index.problems)
+    assert any("notes.txt" in p for p in index.problems)
+    assert any("broken.jpg" in m and "warning" in m for m in messages)
+
+
+@pytest.mark.parametrize("setup, fragment", [
+    (lambda root: None, "class folder"),
+    (lambda root: _dataset(root, classes=("only",)), "at least 2"),
+    (lambda root: (_dataset(root), (root / "empty").mkdir()), "empty class folder"),
+    (lambda root: (_dataset(root), _save(root / "c" / "one.png")), "1 readable image"),
+])
+def test_unusable_datasets_are_clear_errors(tmp_path, setup, fragment):
+    root = tmp_path / "data"
+    root.mkdir()
+    setup(root)
+    with pytest.raises(DatasetError, match=fragment):
+        scan_dataset(root, 16, progress=lambda *_: None)
+
+
+def test_missing_folder_names_the_path(tmp_path):
+    with pytest.raises(DatasetError, match="nowhere"):
+        scan_dataset(tmp_path / "nowhere", 16)
+
+
+def test_split_of_a_file_does_not_change_when_the_dataset_grows():
+    small = [f"a/img{i}.jpg" for i in range(200)]
+    grown = small + [f"a/new{i}.jpg" for i in range(300)]
+    before = assign_splits(small, [0] * len(small), SplitFractions())
+    after = assign_splits(grown, [0] * len(grown), SplitFractions())
+    assert after[:200] == before
+
+
+def test_split_proportions_follow_the_fractions():
+    paths = [f"c/{i}.png" for i in range(5000)]
+    splits = assign_splits(paths, [0] * 5000, SplitFractions(0.7, 0.2, 0.1))
+    assert splits.count("train") / 5000 == pytest.approx(0.7, abs=0.03)
+    assert splits.count("val") / 5000 == pytest.approx(0.2, abs=0.03)
+
+
+def test_every_class_with_three_images_gets_val_and_test(tmp_path):
+    for c in "abcdefgh":
+        for i in range(3):
+            _save(tmp_path / c / f"{i}.png", size=(8, 8))
+    index = scan_dataset(tmp_path, 8, progress=lambda *_: None)
+    for counts in index.counts().values():
+        assert counts["train"] >= 1 and counts["val"] >= 1 and counts["test"] >= 1
+
+
+def test_digest_changes_with_content_and_not_with_scan_order(tmp_path):
+    _dataset(tmp_path)
+    first = scan_dataset(tmp_path, 16, progress=lambda *_: None).digest
+    assert scan_dataset(tmp_path, 16, progress=lambda *_: None).digest == first
+    _save(tmp_path / "a" / "a0.png", size=(41, 30))
+    assert scan_dataset(tmp_path, 16, progress=lambda *_: None).digest != first
+
+
+def test_identical_files_across_classes_are_flagged(tmp_path):
+    _dataset(tmp_path)
+    (tmp_path / "b" / "copy.png").write_bytes((tmp_path / "a" / "a0.png").read_bytes())
+    index = scan_dataset(tmp_path, 16, progress=lambda *_: None)
+    assert any("different classes" in p and "copy.png" in p for p in index.problems)
+
+
+def test_bad_split_fractions_are_rejected(tmp_path):
+    with pytest.raises(ConfigError, match="add up to 1"):
+        scan_dataset(tmp_path, 16, SplitFractions(0.5, 0.1, 0.1))
+
+
+def test_unknown_classes_are_rejected_when_evaluating_against_known_labels(tmp_path):
+    _dataset(tmp_path, classes=("a", "b", "c"))
+    with pytest.raises(DatasetError, match="c are not among"):
+        scan_dataset(tmp_path, 16, allowed_labels=["a", "b"], progress=lambda *_: None)
