@@ -49,6 +49,7 @@ def run_build(config: BuildConfig, progress=print) -> dict:
             result = train_classifier(config.backbone, config.train, _split_data(index), len(index.labels),
                                       preprocessing, config.cache_dir, staging.root / "logs", progress)
         timer.timings.update({f"train.{k}": round(v, 3) for k, v in result.timings.items()})
+        _save_keras_model(result.model, staging.root / "keras")
         test_images, test_labels = index.split("test")
         with timer.stage("reference"):
             reference_probs = result.model.predict(preprocessing.normalize(test_images), verbose=0)
@@ -71,6 +72,12 @@ def run_build(config: BuildConfig, progress=print) -> dict:
         progress(note)
     progress(f"\nbundle: {config.out / 'bundle'}\nreport: {config.out / 'report.md'}")
     return manifest
+
+
+def _save_keras_model(model, folder: Path) -> None:
+    """The float Keras model, kept beside the bundle (not in it) to re-verify or re-export without retraining."""
+    folder.mkdir()
+    model.save(folder / "model.h5")
 
 
 def _split_data(index: DatasetIndex) -> SplitData:

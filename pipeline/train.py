@@ -118,8 +118,10 @@ def _fine_tune(model, config, data, preprocessing, log_dir, result, progress, tr
              f"up to {epochs} epochs on {len(data.train_images)} images"
              + (" with augmentation" if config.augment else ""))
     start = time.perf_counter()
+    # From scratch, val loss swings wildly while BatchNorm statistics settle: no early stop in the first half.
+    warmup = epochs // 2 if trainable_top is None else 0
     history = model.fit(train_ds, validation_data=val_ds, epochs=epochs,
-                        callbacks=_callbacks(config, log_dir / phase, has_val), verbose=2)
+                        callbacks=_callbacks(config, log_dir / phase, has_val, warmup), verbose=2)
     result.timings[phase] = time.perf_counter() - start
     result.history[phase] = _plain(history.history)
     for layer in layers:
@@ -159,12 +161,12 @@ def _augmenter(image_size: int, seed: int):
     ], name="augmentation")
 
 
-def _callbacks(config: TrainConfig, log_dir: Path, has_val: bool):
+def _callbacks(config: TrainConfig, log_dir: Path, has_val: bool, start_from_epoch: int = 0):
     _, keras = load_tensorflow()
     callbacks = [keras.callbacks.TensorBoard(log_dir=str(log_dir), write_graph=False, profile_batch=0)]
     if has_val:
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience,
-                                                       restore_best_weights=True))
+                                                       restore_best_weights=True, start_from_epoch=start_from_epoch))
     return callbacks
 
 
