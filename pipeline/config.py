@@ -15,7 +15,7 @@ from imgpipe.train import TrainConfig
 from imgpipe.verify import LatencyConfig
 
 EMBEDDED_BACKBONE = BackboneSpec(arch="mobilenet_v2", alpha=0.35, image_size=96, weights="none")
-EMBEDDED_TRAINING = TrainConfig(epochs=40, learning_rate=2e-3, patience=8, augment=True)
+EMBEDDED_TRAINING = TrainConfig(epochs=50, learning_rate=2e-3, patience=8, augment=True)
 
 
 @dataclass
