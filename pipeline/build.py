@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import shutil
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,12 +14,14 @@ from imgpipe.config import BuildConfig
 from imgpipe.dataset import DatasetIndex, scan_dataset, write_split_file
 from imgpipe.exporters.base import ExportContext
 from imgpipe.exporters.registry import get_format
+from imgpipe.gates import describe_failure, evaluate_gates
 from imgpipe.manifest import SCHEMA_VERSION, artifact_entry, environment, library_versions, write_manifest
 from imgpipe.metrics import classification_metrics
 from imgpipe.preprocessing import Preprocessing
 from imgpipe.publish import Staging, remove_stale_staging
 from imgpipe.report import artifact_rows, format_table, unavailable_notes, write_markdown_report
 from imgpipe.train import SplitData, train_classifier
+from imgpipe.optimize_stage import optimize_model, variants_for_source
 from imgpipe.verify import verify_artifact
 
 
@@ -45,8 +48,9 @@ def run_build(config: BuildConfig, progress=print) -> dict:
         with timer.stage("scan"):
             index = scan_dataset(config.dataset, config.backbone.image_size, config.split, progress=progress)
             _print_counts(index, progress)
+        data = _split_data(index)
         with timer.stage("train"):
-            result = train_classifier(config.backbone, config.train, _split_data(index), len(index.labels),
+            result = train_classifier(config.backbone, config.train, data, len(index.labels),
                                       preprocessing, config.cache_dir, staging.root / "logs", progress)
         timer.timings.update({f"train.{k}": round(v, 3) for k, v in result.timings.items()})
         _save_keras_model(result.model, staging.root / "keras")
@@ -54,24 +58,59 @@ def run_build(config: BuildConfig, progress=print) -> dict:
         with timer.stage("reference"):
             reference_probs = result.model.predict(preprocessing.normalize(test_images), verbose=0)
             reference = classification_metrics(reference_probs, test_labels, index.labels)
+        sources = {"float": result.model}
+        optimizations = {}
+        for name in config.optimize:
+            with timer.stage(f"optimize {name}"):
+                sources[name], optimizations[name] = optimize_model(name, result.model, data, preprocessing,
+                                                                    config, staging.root / "logs", progress)
         verifications = []
-        for fmt, variant in config.variants():
-            artifact = _export(config, fmt, variant, result.model, index, preprocessing, staging, timer)
-            with timer.stage(f"verify {fmt}:{variant}"):
-                verifications.append(verify_artifact(artifact, test_images, test_labels, index.labels,
-                                                     reference_probs, reference["accuracy"], config.latency))
+        for source, model in sources.items():
+            for fmt, variant in variants_for_source(config, source):
+                artifact = _export(config, fmt, variant, source, model, index, preprocessing, staging, timer)
+                with timer.stage(f"verify {artifact.name}"):
+                    verifications.append(verify_artifact(artifact, test_images, test_labels, index.labels,
+                                                         reference_probs, reference["accuracy"], config.latency))
         manifest = _manifest(config, index, preprocessing, reference, verifications, result, timer, staging.bundle)
-        _write_labels(staging.bundle, index.labels, {v.artifact.path.parent for v in verifications})
+        manifest["optimizations"] = optimizations
+        published = _apply_gates(config, verifications, manifest, staging.bundle, progress)
+        _write_labels(staging.bundle, index.labels, {v.artifact.path.parent for v in published})
         write_split_file(index, staging.bundle / "splits.json")
         write_manifest(staging.bundle / "manifest.json", manifest)
         write_markdown_report(staging.root / "report.md", manifest)
         staging.publish()
     progress("")
-    progress(format_table(artifact_rows(manifest["artifacts"], reference)))
-    for note in unavailable_notes(manifest["artifacts"]):
+    all_entries = manifest["artifacts"] + manifest["rejected"]
+    progress(format_table(artifact_rows(all_entries, reference)))
+    for note in unavailable_notes(all_entries):
         progress(note)
     progress(f"\nbundle: {config.out / 'bundle'}\nreport: {config.out / 'report.md'}")
     return manifest
+
+
+def _apply_gates(config, verifications, manifest, bundle: Path, progress) -> list:
+    """Judge every artifact against its budget; move the failures from `artifacts` to `rejected` and delete
+    their files (and a platform folder left empty), so nothing over budget can be shipped by accident."""
+    published, kept_entries = [], []
+    for v, entry in zip(verifications, manifest["artifacts"]):
+        a = v.artifact
+        limits = config.gates.limits_for(a.format, a.variant, a.source)
+        result = evaluate_gates(limits, {**v.metrics, "bytes": a.bytes}, v.structure_ok)
+        entry["gates"] = result.to_dict()
+        if result.passed:
+            published.append(v)
+            kept_entries.append(entry)
+            continue
+        reasons = [describe_failure(c) for c in result.failures]
+        progress(f"gate failed, not published: {a.name}: " + "; ".join(reasons))
+        entry["rejected_because"] = reasons
+        entry["path"] = None
+        manifest["rejected"].append(entry)
+        shutil.rmtree(a.path) if a.path.is_dir() else a.path.unlink()
+        if not any(a.path.parent.iterdir()):
+            a.path.parent.rmdir()
+    manifest["artifacts"] = kept_entries
+    return published
 
 
 def _save_keras_model(model, folder: Path) -> None:
@@ -86,17 +125,17 @@ def _split_data(index: DatasetIndex) -> SplitData:
                      val[0], val[1], [e.sha256 for e in index.split_entries("val")])
 
 
-def _export(config, fmt, variant, model, index, preprocessing, staging, timer):
+def _export(config, fmt, variant, source, model, index, preprocessing, staging, timer):
     spec = get_format(fmt)
     folder = staging.bundle / spec.bundle_dir
     folder.mkdir(exist_ok=True)
-    dest = folder / artifact_filename(spec, variant, "float", config.metadata.name)
+    dest = folder / artifact_filename(spec, variant, source, config.metadata.name)
     train_images, _ = index.split("train")
     ctx = ExportContext(model=model, labels=list(index.labels), preprocessing=preprocessing,
-                        metadata=config.metadata, workdir=staging.work / f"{fmt}-{variant}",
-                        representative_images=train_images, options=config.export)
+                        metadata=config.metadata, workdir=staging.work / f"{source}-{fmt}-{variant}",
+                        representative_images=train_images, source=source, options=config.export)
     ctx.workdir.mkdir(parents=True, exist_ok=True)
-    with timer.stage(f"export {fmt}:{variant}"):
+    with timer.stage(f"export {fmt}:{variant}" + ("" if source == "float" else f" from {source}")):
         return spec.load().export(ctx, variant, dest)
 
 
@@ -141,4 +180,5 @@ def _manifest(config, index, preprocessing, reference, verifications, result, ti
         "training": {"history": result.history, "bottlenecks_computed": result.bottlenecks_computed},
         "timings": dict(timer.timings),
         "artifacts": [artifact_entry(v, bundle) for v in verifications],
+        "rejected": [],
     }

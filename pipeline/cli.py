@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from imgpipe.dataset import SplitFractions
     from imgpipe.exporters.registry import FORMATS
+    from imgpipe.gates import GATE_FAILURE_EXIT_CODE
     from imgpipe.model import ARCHITECTURES
 
     parser = argparse.ArgumentParser(
@@ -53,9 +54,28 @@ def build_parser() -> argparse.ArgumentParser:
                                    "embedded dataset the project generates itself (no data or network needed).")
     b.add_argument("--dataset", type=Path, help="folder with one sub-folder of images per class "
                                                 "(default: the embedded generated dataset)")
-    b.add_argument("--out", type=Path, default=Path("imgpipe-build"), help="build folder (default: %(default)s)")
-    b.add_argument("--targets", nargs="+", default=["tflite", "coreml", "onnx"], choices=list(FORMATS),
-                   metavar="FORMAT", help=f"formats to export: {', '.join(FORMATS)} (default: all)")
+    b.add_argument("--out", type=Path, help="build folder (default: imgpipe-build)")
+    b.add_argument("--config", type=Path, help="TOML file with build settings (command-line options win)")
+    b.add_argument("--targets", nargs="+", choices=list(FORMATS), metavar="FORMAT",
+                   help=f"formats to export, each with its default variant: {', '.join(FORMATS)} (default: all)")
+    b.add_argument("--variants", nargs="+", metavar="FORMAT:V[,V]",
+                   help="variants per format: " + "; ".join(f"{n}: {','.join(f.variants)}" for n, f in FORMATS.items())
+                   + " (e.g. tflite:fp32,int8 onnx:fp32,int8 coreml:fp16,palettize)")
+    b.add_argument("--optimize", nargs="+", metavar="OPT", help="model-level optimizations: prune, qat; their "
+                                                                "models are exported too")
+    b.add_argument("--sparsity", type=float, help="pruning target sparsity (default 0.5)")
+    b.add_argument("--io-type", choices=["float", "int8", "uint8"],
+                   help="TFLite int8 input/output type (default float; MediaPipe needs float or uint8)")
+    b.add_argument("--palette-bits", type=int, choices=[4, 6, 8], help="Core ML palettization bits (default 6)")
+    g = b.add_argument_group("release gates (every artifact; the config file can set them per format/variant)")
+    g.add_argument("--max-accuracy-drop", type=float, metavar="FRACTION",
+                   help="largest accuracy loss vs the float Keras model, 0.01 = 1 point (default 0.05)")
+    g.add_argument("--min-accuracy", type=float, metavar="FRACTION", help="lowest test accuracy, e.g. 0.9")
+    g.add_argument("--max-bytes", type=int, help="largest artifact size in bytes")
+    g.add_argument("--max-latency-ms", type=float, help="largest single-image p50 latency on this CPU")
+    g.add_argument("--allow-failures", action="store_true",
+                   help=f"exit 0 even when an artifact fails a gate (it is still left out); otherwise exit "
+                        f"{GATE_FAILURE_EXIT_CODE}")
     b.add_argument("--arch", choices=ARCHITECTURES, help="backbone (default: mobilenet_v2)")
     b.add_argument("--alpha", type=float, help="width multiplier (default: 1.0; embedded dataset 0.35)")
     b.add_argument("--image-size", type=int, help="input size in pixels, 96-224 (default: 224; embedded 96)")
@@ -69,8 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--no-augment", action="store_true", help="no flip/rotation/zoom/brightness augmentation")
     b.add_argument("--split", nargs=3, type=float, metavar=("TRAIN", "VAL", "TEST"),
                    help="split fractions (default: %s)" % " ".join(str(v) for v in vars(SplitFractions()).values()))
-    b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--name", default="ImageClassifier", help="model name inside the artifacts")
+    b.add_argument("--seed", type=int, help="random seed (default 0)")
+    b.add_argument("--name", help="model name inside the artifacts and the Core ML file name "
+                                  "(default ImageClassifier)")
     b.add_argument("--cache-dir", type=Path, help="bottleneck cache (default: ~/.cache/imgpipe/bottlenecks)")
     b.set_defaults(handler=_cmd_build)
 
@@ -84,38 +105,55 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _cmd_build(args) -> int:
     from imgpipe.build import run_build
+    from imgpipe.gates import GATE_FAILURE_EXIT_CODE
 
-    run_build(build_config_from_args(args))
+    config = build_config_from_args(args)
+    manifest = run_build(config)
+    if manifest["rejected"] and not config.allow_failures:
+        print(f"imgpipe: {len(manifest['rejected'])} artifact(s) failed a release gate and were not published "
+              f"(see {config.out / 'report.md'}); pass --allow-failures to exit 0", file=sys.stderr)
+        return GATE_FAILURE_EXIT_CODE
     return 0
 
 
 def build_config_from_args(args):
-    from imgpipe.config import EMBEDDED_BACKBONE, EMBEDDED_TRAINING, BuildConfig
+    """Defaults (the embedded-dataset ones when no dataset is named), then the --config file, then options."""
+    from imgpipe.config import EMBEDDED_BACKBONE, EMBEDDED_TRAINING, BuildConfig, parse_variant_specs
+    from imgpipe.config_file import apply_config_file, load_config_file
     from imgpipe.dataset import SplitFractions
-    from imgpipe.exporters.base import ModelMetadata
-    from imgpipe.model import BackboneSpec
     from imgpipe.synthetic import embedded_dataset
-    from imgpipe.train import TrainConfig
 
-    config = BuildConfig(out=args.out)
-    if args.dataset is None:
+    file_data = load_config_file(args.config) if args.config else {}
+    config = BuildConfig(out=Path("imgpipe-build"))
+    if args.dataset is None and "dataset" not in file_data:
         config.dataset = embedded_dataset(config.cache_dir.parent)
         config.backbone, config.train = EMBEDDED_BACKBONE, EMBEDDED_TRAINING
-    else:
-        config.dataset = args.dataset
+    if file_data:
+        apply_config_file(config, file_data, args.config)
     config.backbone = replace(config.backbone, **_given(args, arch="arch", alpha="alpha",
                                                         image_size="image_size", weights="weights"))
-    config.train = replace(config.train, seed=args.seed, **_given(
+    config.train = replace(config.train, **_given(
         args, epochs="epochs", fine_tune_epochs="fine_tune_epochs", fine_tune_layers="fine_tune_layers",
-        batch_size="batch_size", learning_rate="learning_rate"))
+        batch_size="batch_size", learning_rate="learning_rate", seed="seed"))
+    config.export = replace(config.export, **_given(args, io_type="io_type", palette_bits="palette_bits"))
+    config.metadata = replace(config.metadata, **_given(args, name="name"))
     if args.no_augment:
         config.train = replace(config.train, augment=False)
     if args.split:
         config.split = SplitFractions(*args.split)
-    if args.cache_dir:
-        config.cache_dir = args.cache_dir
-    config.targets = list(dict.fromkeys(args.targets))
-    config.metadata = ModelMetadata(name=args.name)
+    for attr in ("dataset", "out", "cache_dir"):
+        if getattr(args, attr) is not None:
+            setattr(config, attr, getattr(args, attr))
+    if args.variants:
+        config.variant_choices = parse_variant_specs(args.variants)
+    if args.targets:
+        config.targets = list(dict.fromkeys(args.targets))
+    config.targets = list(dict.fromkeys(config.targets + list(config.variant_choices)))
+    if args.optimize:
+        config.optimize = list(dict.fromkeys(args.optimize))
+    config.gates.command_line = _given(args, max_accuracy_drop="max_accuracy_drop", min_accuracy="min_accuracy",
+                                       max_bytes="max_bytes", max_latency_ms="max_latency_ms")
+    config.allow_failures = config.allow_failures or args.allow_failures
     return config
 
 

@@ -10,10 +10,12 @@ from imgpipe.dataset import SplitFractions
 from imgpipe.errors import ConfigError
 from imgpipe.exporters.base import ExportOptions, ModelMetadata
 from imgpipe.exporters.registry import FORMATS, get_format
+from imgpipe.gates import GatePolicy
 from imgpipe.model import BackboneSpec
 from imgpipe.train import TrainConfig
 from imgpipe.verify import LatencyConfig
 
+OPTIMIZATIONS = ("prune", "qat")
 EMBEDDED_BACKBONE = BackboneSpec(arch="mobilenet_v2", alpha=0.35, image_size=96, weights="none")
 EMBEDDED_TRAINING = TrainConfig(epochs=50, learning_rate=2e-3, patience=8, augment=True)
 
@@ -30,6 +32,10 @@ class BuildConfig:
     metadata: ModelMetadata = field(default_factory=ModelMetadata)
     latency: LatencyConfig = field(default_factory=LatencyConfig)
     cache_dir: Path = field(default_factory=default_cache_dir)
+    variant_choices: dict[str, list[str]] = field(default_factory=dict)  # format -> variants (else its default)
+    optimize: list[str] = field(default_factory=list)  # model-level optimizations: prune, qat
+    gates: GatePolicy = field(default_factory=GatePolicy)
+    allow_failures: bool = False  # publish what passed and exit 0 even when an artifact fails a gate
 
     def validate(self) -> None:
         if not self.targets:
@@ -38,12 +44,21 @@ class BuildConfig:
             get_format(name)
         self.backbone.validate()
         self.split.validate()
+        for name, chosen in self.variant_choices.items():
+            spec = get_format(name)
+            for v in chosen:
+                if v not in spec.variants:
+                    raise ConfigError(f"unknown {name} variant '{v}'; valid {name} variants: {', '.join(spec.variants)}")
+        for opt in self.optimize:
+            if opt not in OPTIMIZATIONS:
+                raise ConfigError(f"unknown optimization '{opt}'; valid: {', '.join(OPTIMIZATIONS)}")
         if self.export.io_type not in ("float", "int8", "uint8"):
             raise ConfigError(f"--io-type {self.export.io_type}: valid values are float, int8, uint8")
 
     def variants(self) -> list[tuple[str, str]]:
-        """(format, variant) pairs to build, in a stable order."""
-        return [(name, get_format(name).default_variant) for name in self.targets]
+        """(format, variant) pairs to build from the float model, in a stable order."""
+        return [(name, v) for name in self.targets
+                for v in self.variant_choices.get(name) or [get_format(name).default_variant]]
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -58,3 +73,16 @@ def _jsonable(value):
     if isinstance(value, Path):
         return str(value)
     return value
+
+
+def parse_variant_specs(specs: list[str]) -> dict[str, list[str]]:
+    """`["tflite:fp32,int8", "onnx:int8"]` -> {"tflite": ["fp32", "int8"], "onnx": ["int8"]}."""
+    chosen: dict[str, list[str]] = {}
+    for spec in specs:
+        name, sep, variants = spec.partition(":")
+        if not sep or not variants:
+            raise ConfigError(f"--variants {spec}: expected FORMAT:VARIANT[,VARIANT...], e.g. tflite:fp32,int8")
+        get_format(name)
+        chosen.setdefault(name, [])
+        chosen[name] += [v for v in variants.split(",") if v and v not in chosen[name]]
+    return chosen

@@ -37,6 +37,7 @@ class Staging:
         """Swap each finished entry into `out`: the old one is renamed aside first and deleted only after the
         new one is in place."""
         shutil.rmtree(self.work, ignore_errors=True)
+        _make_readable(self.root)
         for name in entries:
             new = self.root / name
             if not new.exists():
@@ -50,6 +51,13 @@ class Staging:
                 shutil.rmtree(old)
             elif old.exists():
                 old.unlink()
+
+
+def _make_readable(root: Path) -> None:
+    """Temp files are created 0600; published files are for copying into apps and sharing: 0644 / 0755."""
+    for p in root.rglob("*"):
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    root.chmod(0o755)
 
 
 def remove_stale_staging(out: Path) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-COLUMNS = ("artifact", "accuracy", "drop", "macro-F1", "agree", "max|Δp|", "bytes", "gzip", "p50 ms", "p95 ms")
+COLUMNS = ("artifact", "accuracy", "drop", "macro-F1", "agree", "max|Δp|", "bytes", "gzip", "p50 ms", "p95 ms",
+           "gate")
 
 
 def artifact_rows(entries: list[dict], reference: dict | None = None) -> list[list[str]]:
@@ -12,14 +13,25 @@ def artifact_rows(entries: list[dict], reference: dict | None = None) -> list[li
     rows = []
     if reference is not None:
         rows.append(["keras:float (reference)", _pct(reference.get("accuracy")), "", _num(reference.get("macro_f1")),
-                     "", "", "", "", "", ""])
+                     "", "", "", "", "", "", ""])
     for e in entries:
         m = e.get("metrics", {})
         name = f"{e['format']}:{e['variant']}" + ("" if e.get("source", "float") == "float" else f" ({e['source']})")
         rows.append([name, _pct(m.get("accuracy")), _drop(m.get("accuracy_drop")), _num(m.get("macro_f1")),
                      _pct(m.get("agreement")), _sci(m.get("max_abs_prob_diff")), _bytes(e.get("bytes")),
-                     _bytes(e.get("gzip_bytes")), _ms(m.get("latency_ms_p50")), _ms(m.get("latency_ms_p95"))])
+                     _bytes(e.get("gzip_bytes")), _ms(m.get("latency_ms_p50")), _ms(m.get("latency_ms_p95")),
+                     _gate(e)])
     return rows
+
+
+def _gate(entry: dict) -> str:
+    gates = entry.get("gates")
+    if gates is None:
+        return ""
+    if not gates["passed"]:
+        return "FAIL: " + "; ".join(entry.get("rejected_because", []))
+    unmeasured = [c["gate"] for c in gates["checks"] if c["passed"] is None]
+    return "pass" + (f" ({', '.join(unmeasured)} not measured)" if unmeasured else "")
 
 
 def format_table(rows: list[list[str]], columns=COLUMNS) -> str:
@@ -49,7 +61,7 @@ def unavailable_notes(entries: list[dict]) -> list[str]:
 
 
 def write_markdown_report(path: Path, manifest: dict) -> None:
-    entries = manifest["artifacts"]
+    entries = manifest["artifacts"] + manifest.get("rejected", [])
     ds = manifest["dataset"]
     cfg = manifest["config"]
     keras_metrics = manifest["reference"]["metrics"]
