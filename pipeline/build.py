@@ -15,6 +15,9 @@ from imgpipe.dataset import DatasetIndex, scan_dataset, write_split_file
 from imgpipe.exporters.base import ExportContext
 from imgpipe.exporters.registry import get_format
 from imgpipe.gates import describe_failure, evaluate_gates
+from imgpipe.html_report import write_html_report, write_metrics_json
+from imgpipe.inspect_bundle import write_sha256sums, zip_platform_folders
+from imgpipe.integration import write_platform_readmes
 from imgpipe.manifest import SCHEMA_VERSION, artifact_entry, environment, library_versions, write_manifest
 from imgpipe.metrics import classification_metrics
 from imgpipe.preprocessing import Preprocessing
@@ -77,14 +80,19 @@ def run_build(config: BuildConfig, progress=print) -> dict:
         _write_labels(staging.bundle, index.labels, {v.artifact.path.parent for v in published})
         write_split_file(index, staging.bundle / "splits.json")
         write_manifest(staging.bundle / "manifest.json", manifest)
+        write_platform_readmes(staging.bundle, manifest)
+        zip_platform_folders(staging.bundle)
+        write_sha256sums(staging.bundle)  # last: it covers every file above, the zips included
         write_markdown_report(staging.root / "report.md", manifest)
+        write_html_report(staging.root / "report.html", manifest)
+        write_metrics_json(staging.root / "metrics.json", manifest)
         staging.publish()
     progress("")
     all_entries = manifest["artifacts"] + manifest["rejected"]
     progress(format_table(artifact_rows(all_entries, reference)))
     for note in unavailable_notes(all_entries):
         progress(note)
-    progress(f"\nbundle: {config.out / 'bundle'}\nreport: {config.out / 'report.md'}")
+    progress(f"\nbundle: {config.out / 'bundle'}\nreport: {config.out / 'report.html'} (and report.md)")
     return manifest
 
 

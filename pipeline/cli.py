@@ -95,6 +95,24 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--cache-dir", type=Path, help="bottleneck cache (default: ~/.cache/imgpipe/bottlenecks)")
     b.set_defaults(handler=_cmd_build)
 
+    p = sub.add_parser("predict", parents=[common], help="top-k labels for images from any artifact or a bundle")
+    p.add_argument("model", type=Path, metavar="MODEL_OR_BUNDLE",
+                   help=".tflite, .onnx, .mlpackage (macOS) or a bundle folder")
+    p.add_argument("images", type=Path, nargs="+", metavar="IMAGE", help="image files or folders of images")
+    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(handler=_cmd_predict)
+
+    i = sub.add_parser("inspect", parents=[common], help="summarise a bundle and verify every checksum")
+    i.add_argument("bundle", type=Path, help="bundle folder (OUT/bundle)")
+    i.add_argument("--json", action="store_true", help="print JSON instead of text")
+    i.set_defaults(handler=_cmd_inspect)
+
+    bench = sub.add_parser("bench", parents=[common], help="run the benchmark suite (same as python -m benchmarks)")
+    bench.add_argument("--profile", choices=["quick", "full"], default="quick")
+    bench.add_argument("--results", type=Path, help="folder for the JSON and Markdown (default benchmarks/results)")
+    bench.set_defaults(handler=_cmd_bench)
+
     e = sub.add_parser("evaluate", parents=[common], help="run every artifact of a bundle on another labelled folder")
     e.add_argument("bundle", type=Path, help="bundle folder (OUT/bundle) with manifest.json")
     e.add_argument("--dataset", type=Path, required=True, help="folder with one sub-folder per class")
@@ -157,15 +175,49 @@ def build_config_from_args(args):
     return config
 
 
+def _to_stderr(message: str) -> None:
+    """Progress goes to stderr so that stdout holds only the result (--json stays parseable)."""
+    print(message, file=sys.stderr, flush=True)
+
+
 def _given(args, **names) -> dict:
     """Only the options the user actually passed, so defaults stay in the dataclasses."""
     return {field: getattr(args, attr) for field, attr in names.items() if getattr(args, attr) is not None}
 
 
+def _cmd_predict(args) -> int:
+    import json
+
+    from imgpipe.predict import format_predictions, predict
+
+    results = predict(args.model, args.images, top_k=args.top_k, warn=_to_stderr)
+    print(json.dumps(results, indent=2) if args.json else format_predictions(results))
+    return 0
+
+
+def _cmd_inspect(args) -> int:
+    import json
+
+    from imgpipe.inspect_bundle import format_inspection, inspect_bundle
+
+    result = inspect_bundle(args.bundle)
+    print(json.dumps(result.to_dict(), indent=2) if args.json else format_inspection(result))
+    error = result.error()
+    if error is not None:
+        raise error
+    return 0
+
+
+def _cmd_bench(args) -> int:
+    from imgpipe.benchmarks.__main__ import main as bench_main
+
+    return bench_main(["--profile", args.profile] + (["--results", str(args.results)] if args.results else []))
+
+
 def _cmd_evaluate(args) -> int:
     from imgpipe.evaluate import evaluate_bundle, print_evaluation
 
-    result = evaluate_bundle(args.bundle, args.dataset)
+    result = evaluate_bundle(args.bundle, args.dataset, progress=_to_stderr)
     print_evaluation(result, as_json=args.json)
     return 0
 

@@ -32,3 +32,7 @@ class BundleError(ImgpipeError):
 
 class ArtifactError(ImgpipeError):
     """An artifact file cannot be opened by its runtime."""
+
+
+class ImageError(ImgpipeError):
+    """An image given to `predict` cannot be read."""

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -29,7 +30,18 @@ def library_versions() -> dict[str, str | None]:
 
 def environment() -> dict:
     return {"python": platform.python_version(), "platform": platform.platform(), "machine": platform.machine(),
-            "processor": platform.processor() or None}
+            "processor": platform.processor() or None, "cpu": _cpu_model(), "cpu_count": os.cpu_count()}
+
+
+def _cpu_model() -> str | None:
+    """The CPU's marketing name: latency numbers mean little without it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
 
 
 def artifact_entry(verification, bundle_root: Path) -> dict:

@@ -11,7 +11,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-PUBLISHED_ENTRIES = ("bundle", "report.md", "logs", "keras")
+PUBLISHED_ENTRIES = ("bundle", "report.md", "report.html", "metrics.json", "logs", "keras")
 STAGING_PREFIX = ".imgpipe-staging-"
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import replace
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -227,13 +228,27 @@ def test_corrupt_file_is_an_artifact_error(tmp_path, content):
         tflite.read_embedded(path)
 
 
-def test_read_embedded_falls_back_to_labels_txt(exported, tmp_path):
+@pytest.fixture(scope="module")
+def plain_tflite(context, tmp_path_factory):
+    """A TFLite file as other tools write it: no metadata inside."""
+    dest = tmp_path_factory.mktemp("plain") / "model.tflite"
+    with mock.patch.object(tflite, "embed_metadata", lambda *args, **kwargs: None):
+        return tflite.export(context, "fp32", dest).path
+
+
+def test_exported_files_carry_labels_and_preprocessing(exported, context):
+    info = tflite.read_embedded(exported("fp32").path)
+    assert info.labels == list(context.labels)
+    assert info.preprocessing == context.preprocessing
+
+
+def test_read_embedded_falls_back_to_labels_txt(plain_tflite, tmp_path):
     path = tmp_path / "model.tflite"
-    shutil.copy(exported("fp32").path, path)
+    shutil.copy(plain_tflite, path)
     (tmp_path / "labels.txt").write_text("circle\nsquare\nstripes\n")
     assert tflite.read_embedded(path).labels == ["circle", "square", "stripes"]
 
 
-def test_runner_without_any_preprocessing_is_an_artifact_error(exported):
+def test_runner_without_any_preprocessing_is_an_artifact_error(plain_tflite):
     with pytest.raises(ArtifactError, match="preprocessing"):
-        tflite.open_runner(exported("fp32").path)
+        tflite.open_runner(plain_tflite)

@@ -1,0 +1,34 @@
+"""`python -m benchmarks [--profile quick|full]` (also `imgpipe bench`)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from .markdown import render_markdown
+from .suite import PROFILES, RESULTS_DIR, cases_from_environment, run_suite
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="imgpipe bench", description=__doc__)
+    parser.add_argument("--profile", choices=list(PROFILES), default="quick")
+    parser.add_argument("--results", type=Path, default=RESULTS_DIR, help="folder for the JSON and Markdown")
+    args = parser.parse_args(argv)
+    cases, notices = cases_from_environment()
+    for notice in notices:
+        print(f"imgpipe bench: {notice}", file=sys.stderr)
+    suite = run_suite(args.profile, cases, notices, args.results, progress=lambda m: print(m, file=sys.stderr))
+    markdown = render_markdown(suite)
+    (args.results / "report.md").write_text(markdown)
+    print(markdown)
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        with open(summary, "a") as f:
+            f.write(markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,284 @@
+"""Model-level optimizations with tensorflow-model-optimization: magnitude pruning and quantization-aware training.
+
+Each works on a copy of the trained float classifier (the float model is exported too and must stay as it was),
+fine-tunes it on the training images and returns a new flat tf_keras model, input `image`, that the exporters
+consume like the float one, plus a JSON-ready report for the manifest.
+
+One route serves every backbone. tfmot's whole-model entry points reject MobileNetV3 (its hard-swish and
+squeeze-excite ops are TFOpLambda/Multiply layers tfmot has no rules for), so both optimizations pick layers with
+`clone_model(clone_function=...)` instead. On MobileNet V1/V2 that picks exactly the layers the whole-model calls
+would, so a second code path would add nothing but a branch to test.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from imgpipe.errors import ConfigError, DatasetError
+from imgpipe.preprocessing import Preprocessing
+from imgpipe.tf_runtime import load_tensorflow
+from imgpipe.train import SplitData, image_dataset
+
+PRUNED_LAYER_TYPES = ("Conv2D", "Dense")  # what tfmot's magnitude pruning zeroes; its registry skips depthwise kernels
+KERNEL_ATTRIBUTES = ("kernel", "depthwise_kernel", "pointwise_kernel")
+MASK_UPDATES = 16  # times the pruning mask is recomputed over the schedule: smooth, yet cheap on large datasets
+DEPTHWISE_NOTE = ("tfmot does not prune DepthwiseConv2D kernels (its pruning registry lists no prunable weights for "
+                  "them), so they stay dense; MobileNets keep most weights in Conv2D/Dense kernels")
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    target_sparsity: float = 0.5  # fraction of zeros in every Conv2D and Dense kernel at the end
+    epochs: int = 4  # sparsity ramps up over all of them; one epoch to 50% cost .725 -> .485 accuracy (TOOLCHAIN)
+    learning_rate: float = 1e-4
+    batch_size: int = 32
+    augment: bool = True
+    seed: int = 0
+
+    def validate(self) -> None:
+        if not 0.0 < self.target_sparsity < 1.0:
+            raise ConfigError(f"pruning target sparsity {self.target_sparsity} must be between 0 and 1 (exclusive), "
+                              "e.g. 0.5")
+        _validate_fit_settings("pruning", self.epochs, self.learning_rate, self.batch_size)
+
+
+@dataclass(frozen=True)
+class QatConfig:
+    epochs: int = 2
+    learning_rate: float = 3e-5  # QAT starts from a trained model: it only has to adapt to rounding
+    batch_size: int = 32
+    augment: bool = True
+    seed: int = 0
+
+    def validate(self) -> None:
+        _validate_fit_settings("QAT", self.epochs, self.learning_rate, self.batch_size)
+
+
+def prune_model(model, data: SplitData, preprocessing: Preprocessing, config: PruneConfig, log_dir: Path,
+                progress=print):
+    """(pruned copy of `model`, report): magnitude pruning of Conv2D/Dense kernels while fine-tuning.
+
+    Sparsity follows tfmot's PolynomialDecay from 0 to the target over the whole fine-tune (cubic: most zeros come
+    early, while the network still has steps left to recover), then `strip_pruning` leaves plain layers with zeros
+    in their kernels. The zeros only pay off in compressed (zipped) size or with sparse-aware runtimes.
+    """
+    config.validate()
+    _require_train_images(data, "pruning")
+    tf, keras = load_tensorflow()
+    import tensorflow_model_optimization as tfmot
+
+    sparsity = tfmot.sparsity.keras
+    keras.utils.set_random_seed(config.seed)
+    steps_per_epoch = math.ceil(len(data.train_images) / config.batch_size)
+    schedule = pruning_schedule(config.target_sparsity, config.epochs * steps_per_epoch)
+    work = _copy_with_frozen_batchnorm(model)
+
+    def wrap(layer):
+        if type(layer).__name__ in PRUNED_LAYER_TYPES:
+            return sparsity.prune_low_magnitude(layer, pruning_schedule=schedule)
+        return layer
+
+    wrapped = keras.models.clone_model(work, clone_function=wrap)
+    progress(f"pruning: {config.target_sparsity:.0%} of Conv2D/Dense weights over {config.epochs} epochs "
+             f"({steps_per_epoch} steps each) on {len(data.train_images)} images")
+    callbacks = [sparsity.UpdatePruningStep(),
+                 sparsity.PruningSummaries(log_dir=str(log_dir), write_graph=False, profile_batch=0)]
+    start = time.perf_counter()
+    history = _fine_tune(wrapped, data, preprocessing, config, callbacks)
+    seconds = time.perf_counter() - start
+    pruned = sparsity.strip_pruning(wrapped)
+    _set_batchnorm_trainable(pruned, True)
+    report = {
+        "method": "tfmot prune_low_magnitude on Conv2D/Dense kernels, PolynomialDecay, then strip_pruning",
+        "target_sparsity": config.target_sparsity,
+        "schedule": schedule.get_config()["config"],
+        **_fit_settings(config, steps_per_epoch, seconds, history),
+        "sparsity": sparsity_report(pruned),
+        "gzip_weights_bytes": {"float": gzipped_weights_size(model), "pruned": gzipped_weights_size(pruned)},
+        "notes": [DEPTHWISE_NOTE],
+    }
+    progress(f"pruning: {report['sparsity']['pruned_kernels']['sparsity']:.1%} zeros in Conv2D/Dense kernels, "
+             f"{report['sparsity']['all_weights']['sparsity']:.1%} of all weights, {seconds:.0f} s")
+    return pruned, report
+
+
+def pruning_schedule(target_sparsity: float, total_steps: int):
+    """PolynomialDecay from 0 to `target_sparsity`, ending on the last mask update that fits in `total_steps`.
+
+    The mask is recomputed every `frequency` steps (tfmot's default of 100 would never fire on a small dataset's
+    few dozen steps), and the end step is a multiple of it so the final update applies the full target.
+    """
+    load_tensorflow()
+    import tensorflow_model_optimization as tfmot
+
+    frequency = max(1, total_steps // MASK_UPDATES)
+    end_step = frequency * (total_steps // frequency)
+    return tfmot.sparsity.keras.PolynomialDecay(initial_sparsity=0.0, final_sparsity=target_sparsity,
+                                                begin_step=0, end_step=end_step, frequency=frequency)
+
+
+def qat_model(model, data: SplitData, preprocessing: Preprocessing, config: QatConfig, log_dir: Path,
+              progress=print):
+    """(quantization-aware copy of `model`, report), fine-tuned with fake-quantized weights and activations.
+
+    Every layer tfmot's default 8-bit scheme handles is annotated (on V1/V2 that is every layer, as
+    `quantize_model` would do); BatchNormalization is annotated too because the scheme folds it into the
+    preceding convolution. What is left (MobileNetV3's hard-swish TFOpLambda and squeeze-excite Multiply layers)
+    stays float in the Keras graph and gets its int8 ranges from the TFLite converter's representative dataset.
+    The model's layers are tfmot wrappers: the output layer is `quant_probabilities`, wrapping `probabilities`.
+    """
+    config.validate()
+    _require_train_images(data, "QAT")
+    tf, keras = load_tensorflow()
+    import tensorflow_model_optimization as tfmot
+
+    quantization = tfmot.quantization.keras
+    keras.utils.set_random_seed(config.seed)
+    registry = quantization.default_8bit.Default8BitQuantizeScheme().get_quantize_registry()
+    work = _copy_with_frozen_batchnorm(model)
+
+    def handled(layer) -> bool:
+        return registry.supports(layer) or isinstance(layer, keras.layers.BatchNormalization)
+
+    def annotate(layer):
+        return quantization.quantize_annotate_layer(layer) if handled(layer) else layer
+
+    float_layers = Counter(type(layer).__name__ for layer in work.layers
+                           if not (handled(layer) or isinstance(layer, keras.layers.InputLayer)))
+    with quantization.quantize_scope():
+        quantized = quantization.quantize_apply(keras.models.clone_model(work, clone_function=annotate))
+    steps_per_epoch = math.ceil(len(data.train_images) / config.batch_size)
+    progress(f"QAT: {config.epochs} epochs ({steps_per_epoch} steps each) on {len(data.train_images)} images"
+             + (f"; left float: {dict(float_layers)}" if float_layers else ""))
+    callbacks = [keras.callbacks.TensorBoard(log_dir=str(log_dir), write_graph=False, profile_batch=0)]
+    start = time.perf_counter()
+    history = _fine_tune(quantized, data, preprocessing, config, callbacks)
+    seconds = time.perf_counter() - start
+    _set_batchnorm_trainable(quantized, True)
+    report = {
+        "method": "tfmot quantize_annotate_layer on every layer the default 8-bit scheme supports, quantize_apply",
+        **_fit_settings(config, steps_per_epoch, seconds, history),
+        "quantized_layers": sum(isinstance(layer, quantization.QuantizeWrapperV2) for layer in quantized.layers),
+        "float_layers": dict(float_layers),
+        "calibration_needed": bool(float_layers),
+        "output_layer": quantized.layers[-1].name,
+        "notes": ["float layers have no trained int8 ranges: the TFLite converter needs a representative dataset "
+                  "to make the model full int8"] if float_layers else [],
+    }
+    progress(f"QAT: {seconds:.0f} s")
+    return quantized, report
+
+
+def sparsity_report(model) -> dict:
+    """Zeros per kernel-carrying layer type, in the Conv2D/Dense kernels tfmot prunes, and among all weights.
+
+    Works on any tf_keras model: nested models are walked and tfmot wrappers looked through, so the same numbers
+    come out before and after `strip_pruning`.
+    """
+    by_type: dict[str, list[int]] = {}
+    for layer in _leaf_layers(model):
+        for kernel in _kernels(layer):
+            counts = by_type.setdefault(type(layer).__name__, [0, 0, 0])
+            counts[0] += 1
+            counts[1] += kernel.size
+            counts[2] += int(np.count_nonzero(kernel == 0))
+    pruned = [by_type[t] for t in PRUNED_LAYER_TYPES if t in by_type]
+    weights = model.get_weights()
+    return {
+        "by_layer_type": {t: {"layers": n, **_fraction(total, zeros)} for t, (n, total, zeros) in by_type.items()},
+        "pruned_kernels": _fraction(sum(c[1] for c in pruned), sum(c[2] for c in pruned)),
+        "all_weights": _fraction(sum(w.size for w in weights), sum(int(np.count_nonzero(w == 0)) for w in weights)),
+    }
+
+
+def gzipped_weights_size(model) -> int:
+    """Bytes of all weights after gzip: what pruning saves in an app download, where files travel compressed."""
+    raw = b"".join(np.ascontiguousarray(w).tobytes() for w in model.get_weights())
+    return len(gzip.compress(raw, compresslevel=6, mtime=0))
+
+
+def _fine_tune(model, data: SplitData, preprocessing: Preprocessing, config, callbacks) -> dict:
+    """Fit on augmented training images; validation images, when there are any, only for the logged metrics.
+
+    No early stopping: restoring an earlier epoch's weights would undo pruning progress, and QAT runs too few epochs
+    for it to matter.
+    """
+    _, keras = load_tensorflow()
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    train_ds = image_dataset(data.train_images, data.train_labels, preprocessing, config.batch_size,
+                             augment=config.augment, shuffle=True, seed=config.seed)
+    val_ds = (image_dataset(data.val_images, data.val_labels, preprocessing, config.batch_size)
+              if len(data.val_images) else None)
+    history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks, verbose=2)
+    return {k: [float(v) for v in values] for k, values in history.history.items()}
+
+
+def _copy_with_frozen_batchnorm(model):
+    """A copy with its own weights, and BatchNormalization frozen for the fine-tune.
+
+    Frozen BN runs in inference mode with the trained moving statistics, so the network being fine-tuned is the one
+    that gets exported. Left trainable, BN would normalize with the statistics of each small batch while the
+    moving averages (momentum 0.999 in pretrained MobileNets) barely move in a few epochs: the weights would adapt
+    to batch statistics the exported model never sees, and the ImageNet statistics of a pretrained backbone would
+    drift on a small dataset.
+    """
+    _, keras = load_tensorflow()
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    _set_batchnorm_trainable(copy, False)
+    return copy
+
+
+def _set_batchnorm_trainable(model, trainable: bool) -> None:
+    _, keras = load_tensorflow()
+    for layer in _leaf_layers(model):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = trainable
+
+
+def _leaf_layers(model):
+    """Every non-model layer, looking inside nested models and through wrappers (tfmot's prune/quantize ones)."""
+    _, keras = load_tensorflow()
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _leaf_layers(layer)
+        else:
+            while isinstance(layer, keras.layers.Wrapper):
+                layer = layer.layer
+            yield layer
+
+
+def _kernels(layer) -> list[np.ndarray]:
+    return [getattr(layer, name).numpy() for name in KERNEL_ATTRIBUTES if getattr(layer, name, None) is not None]
+
+
+def _fraction(total: int, zeros: int) -> dict:
+    return {"weights": total, "zeros": zeros, "sparsity": round(zeros / total, 4) if total else 0.0}
+
+
+def _fit_settings(config, steps_per_epoch: int, seconds: float, history: dict) -> dict:
+    return {"epochs": config.epochs, "steps_per_epoch": steps_per_epoch, "learning_rate": config.learning_rate,
+            "batch_size": config.batch_size, "augment": config.augment, "seconds": round(seconds, 1),
+            "history": history}
+
+
+def _validate_fit_settings(what: str, epochs: int, learning_rate: float, batch_size: int) -> None:
+    if epochs < 1:
+        raise ConfigError(f"{what} epochs must be at least 1, got {epochs}")
+    if learning_rate <= 0:
+        raise ConfigError(f"{what} learning rate must be positive, got {learning_rate}")
+    if batch_size < 1:
+        raise ConfigError(f"{what} batch size must be at least 1, got {batch_size}")
+
+
+def _require_train_images(data: SplitData, what: str) -> None:
+    if len(data.train_images) == 0:
+        raise DatasetError(f"{what} fine-tunes on the training split, which is empty; add images or change --split")
