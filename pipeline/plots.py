@@ -36,9 +36,11 @@ def tradeoff_plot(entries: list[dict], cost_key: str, cost_label: str, scale: fl
     front = pareto_front(points)
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=100)
     for i, (e, (x, y)) in enumerate(zip(measured, points)):
-        rejected = e.get("gates", {}).get("passed") is False
-        ax.scatter(x, y, s=60, marker="x" if rejected else "o", color="tab:red" if rejected else "tab:blue",
-                   edgecolors="black" if i in front else None, linewidths=1.5 if i in front else 0, zorder=3)
+        if e.get("gates", {}).get("passed") is False:
+            ax.scatter(x, y, s=60, marker="x", color="tab:red", zorder=3)
+        else:
+            ax.scatter(x, y, s=60, marker="o", color="tab:blue", edgecolors="black" if i in front else "none",
+                       linewidths=1.5, zorder=3)
         ax.annotate(_label(e), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
     ax.plot([points[i][0] for i in front], [points[i][1] for i in front], "--", color="tab:green",
             label="Pareto front", zorder=2)
