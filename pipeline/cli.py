@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--optimize", nargs="+", metavar="OPT", help="model-level optimizations: prune, qat; their "
                                                                 "models are exported too")
     b.add_argument("--sparsity", type=float, help="pruning target sparsity (default 0.5)")
+    b.add_argument("--prune-epochs", type=int, help="pruning fine-tune epochs (default 4)")
+    b.add_argument("--qat-epochs", type=int, help="quantization-aware fine-tune epochs (default 2)")
     b.add_argument("--io-type", choices=["float", "int8", "uint8"],
                    help="TFLite int8 input/output type (default float; MediaPipe needs float or uint8)")
     b.add_argument("--palette-bits", type=int, choices=[4, 6, 8], help="Core ML palettization bits (default 6)")
@@ -154,6 +156,8 @@ def build_config_from_args(args):
         args, epochs="epochs", fine_tune_epochs="fine_tune_epochs", fine_tune_layers="fine_tune_layers",
         batch_size="batch_size", learning_rate="learning_rate", seed="seed"))
     config.export = replace(config.export, **_given(args, io_type="io_type", palette_bits="palette_bits"))
+    config.prune = replace(config.prune, **_given(args, target_sparsity="sparsity", epochs="prune_epochs"))
+    config.qat = replace(config.qat, **_given(args, epochs="qat_epochs"))
     config.metadata = replace(config.metadata, **_given(args, name="name"))
     if args.no_augment:
         config.train = replace(config.train, augment=False)

@@ -12,6 +12,7 @@ from imgpipe.exporters.base import ExportOptions, ModelMetadata
 from imgpipe.exporters.registry import FORMATS, get_format
 from imgpipe.gates import GatePolicy
 from imgpipe.model import BackboneSpec
+from imgpipe.optimize import PruneConfig, QatConfig
 from imgpipe.train import TrainConfig
 from imgpipe.verify import LatencyConfig
 
@@ -34,6 +35,8 @@ class BuildConfig:
     cache_dir: Path = field(default_factory=default_cache_dir)
     variant_choices: dict[str, list[str]] = field(default_factory=dict)  # format -> variants (else its default)
     optimize: list[str] = field(default_factory=list)  # model-level optimizations: prune, qat
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    qat: QatConfig = field(default_factory=QatConfig)
     gates: GatePolicy = field(default_factory=GatePolicy)
     allow_failures: bool = False  # publish what passed and exit 0 even when an artifact fails a gate
 

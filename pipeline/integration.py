@@ -78,8 +78,8 @@ fun ImageClassifier.topLabels(bitmap: Bitmap): List<Pair<String, Float>> {{
         f"# Android: {_title(manifest)}", "",
         _summary(manifest, main), "", carries, "",
         f"1. Copy `{file}` into `app/src/main/assets/`.",
-        "2. Add MediaPipe Tasks to `app/build.gradle.kts` (pin the version you test with):",
-        "", "```kotlin", 'dependencies { implementation("com.google.mediapipe:tasks-vision:latest.release") }', "```",
+        "2. Add MediaPipe Tasks to `app/build.gradle.kts` (any 0.10.x release reads this metadata):",
+        "", "```kotlin", 'dependencies { implementation("com.google.mediapipe:tasks-vision:0.10.14") }', "```",
         "", "3. Classify (call `close()` on the classifier when done):", "", "```kotlin", kotlin, "```",
         *_other_variants(others, "the same code with the other file name"), "",
     ])

@@ -43,10 +43,10 @@ def test_default_build_publishes_all_three_formats_with_labels(default_build):
 def test_default_build_genuinely_learns(default_build):
     manifest = _manifest(default_build)
     chance = 1 / len(CLASSES)
-    assert manifest["reference"]["metrics"]["accuracy"] >= chance + 0.4
+    assert manifest["reference"]["metrics"]["accuracy"] >= chance + 0.3
     for artifact in manifest["artifacts"]:
         if artifact["format"] in ("tflite", "onnx"):
-            assert artifact["metrics"]["accuracy"] >= chance + 0.4
+            assert artifact["metrics"]["accuracy"] >= chance + 0.3
 
 
 def test_manifest_checksums_and_sizes_match_the_files(default_build):
