@@ -48,7 +48,7 @@ def export(ctx: ExportContext, variant: str, dest: Path) -> Artifact:
     convert_seconds = time.perf_counter() - started
 
     dest = Path(dest)
-    _write_atomically(dest, flatbuffer)
+    _write_atomically(dest, shorten_tensor_names(flatbuffer))
     inp, out = _io_details(flatbuffer)
     # Android's MediaPipe / Task Library refuse a float model without labels and normalization inside it.
     embed_metadata(dest, labels=list(ctx.labels), preprocessing=ctx.preprocessing, metadata=ctx.metadata,
@@ -70,6 +70,24 @@ def export(ctx: ExportContext, variant: str, dest: Path) -> Artifact:
             "convert_seconds": round(convert_seconds, 2),
         },
     )
+
+
+def shorten_tensor_names(flatbuffer: bytes) -> bytes:
+    """Replace TensorFlow's scope paths ("model/block_15_expand_relu/Relu6;model/block_15_expand_BN/...") with
+    short names. They are debug strings only, yet cost ~20 KB, 2% of an int8 model; the input and output
+    tensors keep their names, which apps and signatures use."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(flatbuffer, 0)
+    for subgraph in model.subgraphs:
+        interface = set(subgraph.inputs) | set(subgraph.outputs)
+        for index, tensor in enumerate(subgraph.tensors):
+            if index not in interface:
+                tensor.name = f"t{index}"
+    builder = flatbuffers.Builder(len(flatbuffer) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
 
 
 def _converter(model, variant: str, io_type: str, calibration: np.ndarray | None):
