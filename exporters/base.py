@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from imgpipe.errors import ConfigError
 from imgpipe.preprocessing import Preprocessing
 
 
@@ -50,6 +51,17 @@ class ExportContext:
     representative_images: np.ndarray | None = None  # uint8 (N, S, S, 3) from the train split
     source: str = "float"  # which Keras model: float | prune | qat
     options: ExportOptions = field(default_factory=ExportOptions)
+
+    def calibration_set(self, what: str) -> np.ndarray:
+        """Up to `options.calibration_images` uint8 images spread evenly over the representative set: train splits
+        come sorted by class, and the first N would calibrate activation ranges on the first classes only."""
+        images = self.representative_images
+        if images is None or len(images) == 0:
+            raise ConfigError(f"{what} needs representative images to calibrate activation ranges; none were given")
+        limit = self.options.calibration_images
+        if limit < 1:
+            raise ConfigError(f"calibration_images must be at least 1, got {limit}")
+        return images[np.unique(np.linspace(0, len(images) - 1, min(limit, len(images))).round().astype(int))]
 
 
 @dataclass

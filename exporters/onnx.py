@@ -44,7 +44,7 @@ def export(ctx: ExportContext, variant: str, dest: Path) -> Artifact:
     """Write the `variant` of ctx.model to exactly `dest`; intermediates stay in ctx.workdir."""
     if variant not in VARIANTS:
         raise ConfigError(f"unknown ONNX variant '{variant}'; valid variants: {', '.join(VARIANTS)}")
-    images = _calibration_images(ctx) if variant == "int8" else None  # fail before the slow conversion
+    images = ctx.calibration_set("ONNX int8") if variant == "int8" else None  # fail before the slow conversion
     model = convert_keras(ctx.model, ctx.preprocessing.image_size)
     details = {"opset": OPSET, "converter": f"tf2onnx {version('tf2onnx')}"}
     if variant == "int8":
@@ -114,18 +114,6 @@ def _quantize_in_workdir(model, images: np.ndarray, ctx: ExportContext):
     onnx.save_model(model, str(fp32_path))
     quantize(fp32_path, int8_path, images, ctx.preprocessing)
     return onnx.load_model(str(int8_path))
-
-
-def _calibration_images(ctx: ExportContext) -> np.ndarray:
-    """Spread evenly over the set: train splits come sorted by class, and the first N would calibrate activation
-    ranges on the first classes only."""
-    images = ctx.representative_images
-    if images is None or len(images) == 0:
-        raise ConfigError("ONNX int8 needs representative images to calibrate activation ranges; none were given")
-    limit = ctx.options.calibration_images
-    if limit < 1:
-        raise ConfigError(f"calibration_images must be at least 1, got {limit}")
-    return images[np.linspace(0, len(images) - 1, min(limit, len(images))).round().astype(int)]
 
 
 class _CalibrationReader:

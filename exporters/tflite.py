@@ -34,7 +34,7 @@ def export(ctx: ExportContext, variant: str, dest: Path) -> Artifact:
     if ctx.options.io_type not in IO_TYPES:
         raise ConfigError(f"unknown TFLite io_type '{ctx.options.io_type}'; valid: {', '.join(IO_TYPES)}")
     io_type = ctx.options.io_type if variant == "int8" else "float"
-    calibration = _calibration_inputs(ctx) if variant == "int8" else None
+    calibration = ctx.preprocessing.normalize(ctx.calibration_set("TFLite int8")) if variant == "int8" else None
 
     started = time.perf_counter()
     converter, settings = _converter(ctx.model, variant, io_type, calibration)
@@ -113,19 +113,6 @@ def _converter(model, variant: str, io_type: str, calibration: np.ndarray | None
         converter.inference_input_type = converter.inference_output_type = io_dtype
         settings.update(io_type=io_type, calibration_images=len(calibration))
     return converter, settings
-
-
-def _calibration_inputs(ctx: ExportContext) -> np.ndarray:
-    """Normalized calibration images, spread evenly over the set because train splits often come sorted by
-    class and the first N would then calibrate activation ranges on one class only."""
-    images = ctx.representative_images
-    if images is None or len(images) == 0:
-        raise ConfigError("TFLite int8 needs representative images to calibrate activation ranges; none were given")
-    limit = ctx.options.calibration_images
-    if limit < 1:
-        raise ConfigError(f"calibration_images must be at least 1, got {limit}")
-    picks = np.unique(np.linspace(0, len(images) - 1, min(limit, len(images))).round().astype(int))
-    return ctx.preprocessing.normalize(images[picks])
 
 
 def _write_atomically(dest: Path, content: bytes) -> None:

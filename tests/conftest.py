@@ -70,15 +70,15 @@ def tiny_model(tiny_images):
     return model
 
 
-@pytest.fixture()
-def export_context(tiny_model, tiny_images, tmp_path):
-    """Everything an exporter needs, for the tiny model."""
+@pytest.fixture(scope="session")
+def export_context(tiny_model, tiny_images, tmp_path_factory):
+    """Everything an exporter needs, for the tiny model (session-wide, so each module converts each variant once)."""
     images, _ = tiny_images
     return ExportContext(
         model=tiny_model,
         labels=list(TINY_LABELS),
         preprocessing=Preprocessing(TINY_SIZE),
         metadata=ModelMetadata(name="TinyPatterns", description="test model", version="0.0.1"),
-        workdir=tmp_path / "work",
+        workdir=tmp_path_factory.mktemp("work"),
         representative_images=images,
     )

@@ -26,22 +26,9 @@ off_macos = pytest.mark.skipif(platform.system() == "Darwin", reason="checks the
 
 
 @pytest.fixture(scope="module")
-def coreml_context(tiny_model, tiny_images, tmp_path_factory):
-    """The conftest context, module-scoped so that each variant converts only once."""
-    return ExportContext(
-        model=tiny_model,
-        labels=list(TINY_LABELS),
-        preprocessing=Preprocessing(TINY_SIZE),
-        metadata=ModelMetadata(name="TinyPatterns", description="test model", version="0.0.1"),
-        workdir=tmp_path_factory.mktemp("coreml_work"),
-        representative_images=tiny_images[0],
-    )
-
-
-@pytest.fixture(scope="module")
-def artifacts(coreml_context, tmp_path_factory):
+def artifacts(export_context, tmp_path_factory):
     out = tmp_path_factory.mktemp("coreml")
-    return {v: coreml.export(coreml_context, v, out / f"model_{v}.mlpackage") for v in VARIANTS}
+    return {v: coreml.export(export_context, v, out / f"model_{v}.mlpackage") for v in VARIANTS}
 
 
 @pytest.fixture(scope="module")
@@ -90,13 +77,13 @@ def test_input_and_output_names(artifacts):
     assert (desc.predictedFeatureName, desc.predictedProbabilitiesName) == ("classLabel", "classLabelProbs")
 
 
-def test_metadata_for_xcode(artifacts, coreml_context):
+def test_metadata_for_xcode(artifacts, export_context):
     meta = _mlmodel(artifacts["int8"].path).get_spec().description.metadata
     assert (meta.shortDescription, meta.author, meta.license, meta.versionString) == (
         "test model", "imgpipe", "Apache-2.0", "0.0.1")
     user = meta.userDefined
     assert json.loads(user["labels"]) == TINY_LABELS
-    assert json.loads(user["preprocessing"]) == coreml_context.preprocessing.to_dict()
+    assert json.loads(user["preprocessing"]) == export_context.preprocessing.to_dict()
     assert user["variant"] == "int8" and user["imgpipe_version"]
     assert user["com.apple.coreml.model.preview.type"] == "imageClassifier"
 
@@ -158,30 +145,30 @@ def test_runner_cannot_predict_off_macos(runners, tiny_images):
         runner.predict(tiny_images[0][:1])
 
 
-def test_unknown_variant_is_a_config_error(coreml_context, tmp_path):
+def test_unknown_variant_is_a_config_error(export_context, tmp_path):
     with pytest.raises(ConfigError, match="valid variants: fp16, fp32, int8, palettize, pruned"):
-        coreml.export(coreml_context, "int4", tmp_path / "m.mlpackage")
+        coreml.export(export_context, "int4", tmp_path / "m.mlpackage")
     assert not (tmp_path / "m.mlpackage").exists()
 
 
-def test_invalid_palette_bits_is_a_config_error(coreml_context, tmp_path):
-    ctx = replace(coreml_context, options=ExportOptions(palette_bits=5))
+def test_invalid_palette_bits_is_a_config_error(export_context, tmp_path):
+    ctx = replace(export_context, options=ExportOptions(palette_bits=5))
     with pytest.raises(ConfigError, match="valid: 4, 6, 8"):
         coreml.export(ctx, "palettize", tmp_path / "m.mlpackage")
 
 
-def test_model_and_preprocessing_size_mismatch_is_a_config_error(coreml_context, tmp_path):
-    ctx = replace(coreml_context, preprocessing=Preprocessing(128))
+def test_model_and_preprocessing_size_mismatch_is_a_config_error(export_context, tmp_path):
+    ctx = replace(export_context, preprocessing=Preprocessing(128))
     with pytest.raises(ConfigError, match="128 does not match the model's 96x96 input"):
         coreml.export(ctx, "fp16", tmp_path / "m.mlpackage")
 
 
-def test_converter_failure_is_one_line_export_error(coreml_context, tmp_path):
+def test_converter_failure_is_one_line_export_error(export_context, tmp_path):
     class NotAModel:
         input_shape = (None, TINY_SIZE, TINY_SIZE, 3)
 
     with pytest.raises(ExportError, match="^Core ML fp16 conversion failed: [^\n]+$"):
-        coreml.export(replace(coreml_context, model=NotAModel()), "fp16", tmp_path / "m.mlpackage")
+        coreml.export(replace(export_context, model=NotAModel()), "fp16", tmp_path / "m.mlpackage")
     assert not any(tmp_path.iterdir())
 
 

@@ -26,41 +26,8 @@ INT8_MAX_SIZE_RATIO = 0.5
 
 
 @pytest.fixture(scope="module")
-def keras_model(tiny_model, tiny_images):
-    """A copy of tiny_model whose BatchNorm statistics are re-estimated on the tiny images.
-
-    With Keras' BN momentum of 0.999, three epochs leave the moving statistics near their initial values, so
-    tiny_model gives every image the same probabilities in inference mode and top-1 parity would prove nothing.
-    The copy leaves the session-wide fixture as other tests expect it.
-    """
-    from imgpipe.tf_runtime import load_tensorflow
-
-    _, keras = load_tensorflow()
-    model = keras.models.clone_model(tiny_model)
-    model.set_weights(tiny_model.get_weights())
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.momentum = 0.0  # the next batch's statistics replace the moving ones
-    model(Preprocessing(TINY_SIZE).normalize(tiny_images[0]), training=True)
-    return model
-
-
-@pytest.fixture(scope="module")
-def keras_probs(keras_model, tiny_images):
-    return keras_model.predict(Preprocessing(TINY_SIZE).normalize(tiny_images[0]), verbose=0)
-
-
-@pytest.fixture(scope="module")
-def context(keras_model, tiny_images, tmp_path_factory):
-    """conftest's export_context for keras_model, module-scoped so that each variant is exported once."""
-    return ExportContext(
-        model=keras_model,
-        labels=list(TINY_LABELS),
-        preprocessing=Preprocessing(TINY_SIZE),
-        metadata=ModelMetadata(name="TinyPatterns", description="test model", version="0.0.1"),
-        workdir=tmp_path_factory.mktemp("onnx_work"),
-        representative_images=tiny_images[0],
-    )
+def keras_probs(tiny_model, tiny_images):
+    return tiny_model.predict(Preprocessing(TINY_SIZE).normalize(tiny_images[0]), verbose=0)
 
 
 @pytest.fixture(scope="module")
@@ -69,13 +36,13 @@ def out_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def fp32(context, out_dir):
-    return onnx_exporter.export(context, "fp32", out_dir / "model_fp32.onnx")
+def fp32(export_context, out_dir):
+    return onnx_exporter.export(export_context, "fp32", out_dir / "model_fp32.onnx")
 
 
 @pytest.fixture(scope="module")
-def int8(context, out_dir):
-    return onnx_exporter.export(context, "int8", out_dir / "model_int8.onnx")
+def int8(export_context, out_dir):
+    return onnx_exporter.export(export_context, "int8", out_dir / "model_int8.onnx")
 
 
 @pytest.fixture(params=["fp32", "int8"])
@@ -105,21 +72,21 @@ def test_fp32_graph_takes_nhwc_images_with_any_batch_size_at_opset_17(fp32, tiny
     assert runner.predict(tiny_images[0][:1]).shape == (1, len(TINY_LABELS))
 
 
-def test_labels_and_preprocessing_round_trip(artifact, context):
+def test_labels_and_preprocessing_round_trip(artifact, export_context):
     info = onnx_exporter.read_embedded(artifact.path)
     assert info.labels == TINY_LABELS
-    assert info.preprocessing == context.preprocessing
+    assert info.preprocessing == export_context.preprocessing
 
 
-def test_provenance_is_embedded(artifact, context):
+def test_provenance_is_embedded(artifact, export_context):
     model = onnx.load(str(artifact.path))
     props = {p.key: p.value for p in model.metadata_props}
     assert props["producer"] == f"imgpipe {imgpipe.__version__}"
     assert props["variant"] == artifact.variant
-    assert json.loads(props["preprocessing"]) == context.preprocessing.to_dict()
-    assert {key: props[key] for key in dataclasses.asdict(context.metadata)} == dataclasses.asdict(context.metadata)
+    assert json.loads(props["preprocessing"]) == export_context.preprocessing.to_dict()
+    assert {key: props[key] for key in dataclasses.asdict(export_context.metadata)} == dataclasses.asdict(export_context.metadata)
     assert (model.producer_name, model.producer_version) == ("imgpipe", imgpipe.__version__)
-    assert context.metadata.description in model.doc_string
+    assert export_context.metadata.description in model.doc_string
 
 
 def test_export_writes_only_the_destination_files(fp32, int8, out_dir):
@@ -180,7 +147,7 @@ def test_calibration_images_span_a_class_sorted_set(export_context):
     classes = np.repeat(np.arange(3, dtype=np.uint8), 20)[:, None, None, None]  # each "image" holds its class
     context = dataclasses.replace(export_context, representative_images=classes,
                                   options=ExportOptions(calibration_images=3))
-    assert sorted(onnx_exporter._calibration_images(context).ravel()) == [0, 1, 2]
+    assert sorted(context.calibration_set("ONNX int8").ravel()) == [0, 1, 2]
 
 
 def test_unconvertible_model_raises_one_line_export_error(export_context, tmp_path):

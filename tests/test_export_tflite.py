@@ -19,48 +19,14 @@ from imgpipe.preprocessing import Preprocessing
 
 
 @pytest.fixture(scope="module")
-def reference_model(tiny_model, tiny_images):
-    """tiny_model with its BatchNorm statistics re-estimated on the images.
-
-    Three epochs barely move MobileNet's moving statistics (momentum 0.999), so tiny_model outputs the same
-    probabilities for every image and every parity check on it would pass whatever the exporter did.
-    """
-    from imgpipe.tf_runtime import load_tensorflow
-
-    _, keras = load_tensorflow()
-    model = keras.models.clone_model(tiny_model)
-    model.set_weights(tiny_model.get_weights())
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.momentum = 0.0
-    images, _ = tiny_images
-    model(Preprocessing(model.input_shape[1]).normalize(images), training=True)
-    return model
-
-
-@pytest.fixture(scope="module")
-def context(reference_model, tiny_images, tmp_path_factory):
-    """Like conftest's export_context, but module-scoped so the conversions can be shared."""
-    images, _ = tiny_images
-    return ExportContext(
-        model=reference_model,
-        labels=[f"class{i}" for i in range(reference_model.output_shape[-1])],
-        preprocessing=Preprocessing(reference_model.input_shape[1]),
-        metadata=ModelMetadata(name="TinyPatterns"),
-        workdir=tmp_path_factory.mktemp("work"),
-        representative_images=images,
-    )
-
-
-@pytest.fixture(scope="module")
-def exported(context, tmp_path_factory):
+def exported(export_context, tmp_path_factory):
     """exported(variant, io_type) -> Artifact, converting each combination only once, each into its own folder."""
     artifacts = {}
 
     def get(variant: str, io_type: str = "float"):
         if (variant, io_type) not in artifacts:
             dest = tmp_path_factory.mktemp(f"{variant}-{io_type}") / "model.tflite"
-            artifacts[variant, io_type] = tflite.export(replace(context, options=ExportOptions(io_type=io_type)),
+            artifacts[variant, io_type] = tflite.export(replace(export_context, options=ExportOptions(io_type=io_type)),
                                                         variant, dest)
         return artifacts[variant, io_type]
 
@@ -73,8 +39,8 @@ def images(tiny_images):
 
 
 @pytest.fixture(scope="module")
-def keras_probs(reference_model, context, images):
-    return reference_model(context.preprocessing.normalize(images), training=False).numpy()
+def keras_probs(tiny_model, export_context, images):
+    return tiny_model(export_context.preprocessing.normalize(images), training=False).numpy()
 
 
 def tflite_probs(artifact, images):
@@ -90,7 +56,7 @@ def constant_output_agreement(reference):
     return float(np.bincount(reference.argmax(1)).max() / len(reference))
 
 
-def test_reference_model_predictions_vary(keras_probs):
+def test_reference_predictions_vary(keras_probs):
     assert len(np.unique(keras_probs.argmax(1))) > 1
 
 
@@ -229,17 +195,17 @@ def test_corrupt_file_is_an_artifact_error(tmp_path, content):
 
 
 @pytest.fixture(scope="module")
-def plain_tflite(context, tmp_path_factory):
+def plain_tflite(export_context, tmp_path_factory):
     """A TFLite file as other tools write it: no metadata inside."""
     dest = tmp_path_factory.mktemp("plain") / "model.tflite"
     with mock.patch.object(tflite, "embed_metadata", lambda *args, **kwargs: None):
-        return tflite.export(context, "fp32", dest).path
+        return tflite.export(export_context, "fp32", dest).path
 
 
-def test_exported_files_carry_labels_and_preprocessing(exported, context):
+def test_exported_files_carry_labels_and_preprocessing(exported, export_context):
     info = tflite.read_embedded(exported("fp32").path)
-    assert info.labels == list(context.labels)
-    assert info.preprocessing == context.preprocessing
+    assert info.labels == list(export_context.labels)
+    assert info.preprocessing == export_context.preprocessing
 
 
 def test_read_embedded_falls_back_to_labels_txt(plain_tflite, tmp_path):
