@@ -15,9 +15,18 @@ from pathlib import Path
 import numpy as np
 
 
-def run_baseline(dataset_root: Path, train_relpaths: list[str], test_images: np.ndarray, test_labels: np.ndarray,
-                 labels: list[str], weights: str, alpha: float, image_size: int, epochs: int = 10,
-                 progress=print) -> dict:
+def run_baseline(
+    dataset_root: Path,
+    train_relpaths: list[str],
+    test_images: np.ndarray,
+    test_labels: np.ndarray,
+    labels: list[str],
+    weights: str,
+    alpha: float,
+    image_size: int,
+    epochs: int = 10,
+    progress=print,
+) -> dict:
     from imgpipe.tf_runtime import load_tensorflow
 
     tf, keras = load_tensorflow()
@@ -26,10 +35,14 @@ def run_baseline(dataset_root: Path, train_relpaths: list[str], test_images: np.
         train_dir = _link_split(Path(dataset_root), train_relpaths, Path(tmp) / "train", labels)
         start = time.perf_counter()
         train_ds = keras.utils.image_dataset_from_directory(
-            train_dir, image_size=(image_size, image_size), batch_size=32, class_names=labels, shuffle=True, seed=0)
+            train_dir, image_size=(image_size, image_size), batch_size=32, class_names=labels, shuffle=True, seed=0
+        )
         model = _tutorial_model(keras, len(labels), weights, alpha, image_size)
-        model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=keras.losses.SparseCategoricalCrossentropy(),
-                      metrics=["accuracy"])
+        model.compile(
+            optimizer=keras.optimizers.Adam(1e-4),
+            loss=keras.losses.SparseCategoricalCrossentropy(),
+            metrics=["accuracy"],
+        )
         progress(f"baseline: Keras tutorial recipe, {epochs} epochs on {len(train_relpaths)} images")
         model.fit(train_ds.prefetch(tf.data.AUTOTUNE), epochs=epochs, verbose=2)
         train_seconds = time.perf_counter() - start
@@ -37,15 +50,24 @@ def run_baseline(dataset_root: Path, train_relpaths: list[str], test_images: np.
     accuracy = float((probs.argmax(1) == test_labels).mean())
     start = time.perf_counter()
     tflite_bytes = len(tf.lite.TFLiteConverter.from_keras_model(model).convert())
-    return {"recipe": "keras-tutorial-mobilenetv2", "epochs": epochs, "train_seconds": round(train_seconds, 2),
-            "convert_seconds": round(time.perf_counter() - start, 2), "accuracy": accuracy,
-            "tflite_bytes": tflite_bytes}
+    return {
+        "recipe": "keras-tutorial-mobilenetv2",
+        "epochs": epochs,
+        "train_seconds": round(train_seconds, 2),
+        "convert_seconds": round(time.perf_counter() - start, 2),
+        "accuracy": accuracy,
+        "tflite_bytes": tflite_bytes,
+    }
 
 
 def _tutorial_model(keras, num_classes: int, weights: str, alpha: float, image_size: int):
     augmentation = keras.Sequential([keras.layers.RandomFlip("horizontal"), keras.layers.RandomRotation(0.2)])
-    base = keras.applications.MobileNetV2(input_shape=(image_size, image_size, 3), include_top=False,
-                                          weights=None if weights == "none" else weights, alpha=alpha)
+    base = keras.applications.MobileNetV2(
+        input_shape=(image_size, image_size, 3),
+        include_top=False,
+        weights=None if weights == "none" else weights,
+        alpha=alpha,
+    )
     base.trainable = False
     inputs = keras.Input(shape=(image_size, image_size, 3))
     x = augmentation(inputs)

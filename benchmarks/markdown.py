@@ -2,33 +2,51 @@
 
 from __future__ import annotations
 
+from imgpipe.report import format_ms, format_percent, format_points
+
 
 def render_markdown(suite: dict) -> str:
-    lines = [f"# imgpipe benchmarks ({suite['profile']} profile)", "",
-             f"{suite['machine']['cpu'] or 'unknown CPU'}, {suite['machine']['cores']} cores, "
-             f"Python {suite['machine']['python']}, {suite['created']}.", ""]
+    lines = [
+        f"# imgpipe benchmarks ({suite['profile']} profile)",
+        "",
+        f"{suite['machine']['cpu'] or 'unknown CPU'}, {suite['machine']['cores']} cores, "
+        f"Python {suite['machine']['python']}, {suite['created']}.",
+        "",
+    ]
     lines += [f"> {n}" for n in suite["notices"]]
     for run in suite["runs"]:
         b = run["backbone"]
-        lines += ["", f"## {run['case']}: {run['images']} images, {run['classes']} classes", "",
-                  f"{b['arch']} alpha {b['alpha']} at {b['image_size']} px, weights `{_short(b['weights'])}`; "
-                  f"float Keras test accuracy {_pct(run['keras_accuracy'])}; whole build {run['total_seconds']:.1f} s.",
-                  "", "| artifact | source | accuracy | drop | agreement | bytes | gzip bytes | p50 ms | p95 ms |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"## {run['case']}: {run['images']} images, {run['classes']} classes",
+            "",
+            f"{b['arch']} alpha {b['alpha']} at {b['image_size']} px, weights `{_short(b['weights'])}`; "
+            f"float Keras test accuracy {format_percent(run['keras_accuracy'])}; "
+            f"whole build {run['total_seconds']:.1f} s.",
+            "",
+            "| artifact | source | accuracy | drop | agreement | bytes | gzip bytes | p50 ms | p95 ms |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for a in run["artifacts"]:
-            lines.append(f"| {a['artifact']} | {a['source']} | {_pct(a['accuracy'])} | {_pts(a['accuracy_drop'])} | "
-                         f"{_pct(a['agreement'])} | {a['bytes']:,} | {a['gzip_bytes']:,} | {_ms(a['latency_ms_p50'])} | "
-                         f"{_ms(a['latency_ms_p95'])} |")
+            cells = [a["artifact"], a["source"], format_percent(a["accuracy"]), format_points(a["accuracy_drop"]),
+                     format_percent(a["agreement"]), f"{a['bytes']:,}", f"{a['gzip_bytes']:,}",
+                     format_ms(a["latency_ms_p50"]), format_ms(a["latency_ms_p95"])]
+            lines.append("| " + " | ".join(cells) + " |")
         lines += ["", "Stage timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in run["stages"].items())]
         if "baseline" in run:
             base, ratio = run["baseline"], run["versus_baseline"]
-            lines += ["", f"Versus the Keras tutorial recipe ({base['epochs']} epochs on images, frozen MobileNetV2, "
-                          "same train and test files):", "",
-                      "| | imgpipe | tutorial recipe | ratio |", "|---|---|---|---|",
-                      f"| training time (s) | {_train_seconds(run):.1f} | {base['train_seconds']:.1f} | "
-                      f"{ratio['train_time_ratio']:.2f} |",
-                      f"| test accuracy | {_pct(run['keras_accuracy'])} | {_pct(base['accuracy'])} | "
-                      f"{ratio['accuracy_ratio'] if ratio['accuracy_ratio'] is not None else 'n/a'} |"]
+            lines += [
+                "",
+                f"Versus the Keras tutorial recipe ({base['epochs']} epochs on images, frozen MobileNetV2, "
+                "same train and test files):",
+                "",
+                "| | imgpipe | tutorial recipe | ratio |",
+                "|---|---|---|---|",
+                f"| training time (s) | {_train_seconds(run):.1f} | {base['train_seconds']:.1f} | "
+                f"{ratio['train_time_ratio']:.2f} |",
+                f"| test accuracy | {format_percent(run['keras_accuracy'])} | {format_percent(base['accuracy'])} | "
+                f"{ratio['accuracy_ratio'] if ratio['accuracy_ratio'] is not None else 'n/a'} |",
+            ]
     return "\n".join(lines) + "\n"
 
 
@@ -38,15 +56,3 @@ def _train_seconds(run: dict) -> float:
 
 def _short(weights: str) -> str:
     return weights.rsplit("/", 1)[-1]
-
-
-def _pct(v):
-    return "n/a" if v is None else f"{100 * v:.1f}%"
-
-
-def _pts(v):
-    return "" if v is None else f"{100 * v:+.1f} pt"
-
-
-def _ms(v):
-    return "n/a" if v is None else f"{v:.2f}"

@@ -21,11 +21,18 @@ from imgpipe.model import BackboneSpec
 RESULTS_DIR = Path("benchmarks") / "results"  # relative to where the suite is run: the repository root in CI
 
 PROFILES = {
-    "quick": {"variants": {"tflite": ["fp32", "int8"], "onnx": ["fp32", "int8"], "coreml": ["fp16", "palettize"]},
-              "optimize": []},
-    "full": {"variants": {"tflite": ["fp32", "fp16", "dynamic", "int8"], "onnx": ["fp32", "int8"],
-                          "coreml": ["fp16", "fp32", "int8", "palettize", "pruned"]},
-             "optimize": ["prune", "qat"]},
+    "quick": {
+        "variants": {"tflite": ["fp32", "int8"], "onnx": ["fp32", "int8"], "coreml": ["fp16", "palettize"]},
+        "optimize": [],
+    },
+    "full": {
+        "variants": {
+            "tflite": ["fp32", "fp16", "dynamic", "int8"],
+            "onnx": ["fp32", "int8"],
+            "coreml": ["fp16", "fp32", "int8", "palettize", "pruned"],
+        },
+        "optimize": ["prune", "qat"],
+    },
 }
 
 
@@ -44,8 +51,10 @@ def cases_from_environment(environ=os.environ) -> tuple[list[BenchCase], list[st
     notices = []
     folders = [p for p in environ.get("IMGPIPE_BENCH_DATA", "").split(os.pathsep) if p]
     if not folders:
-        notices.append("IMGPIPE_BENCH_DATA is not set: only the embedded dataset is benchmarked "
-                       "(set it to dataset folders separated by ':' to add real photos).")
+        notices.append(
+            "IMGPIPE_BENCH_DATA is not set: only the embedded dataset is benchmarked "
+            "(set it to dataset folders separated by ':' to add real photos)."
+        )
     weights = environ.get("IMGPIPE_BENCH_WEIGHTS", "imagenet")
     alpha = float(environ.get("IMGPIPE_BENCH_ALPHA", "1.0"))
     if weights != "imagenet" and not Path(weights).is_file():
@@ -61,8 +70,9 @@ def cases_from_environment(environ=os.environ) -> tuple[list[BenchCase], list[st
     return cases, notices
 
 
-def run_suite(profile: str, cases: list[BenchCase], notices: list[str], results_dir: Path = RESULTS_DIR,
-              progress=print) -> dict:
+def run_suite(
+    profile: str, cases: list[BenchCase], notices: list[str], results_dir: Path = RESULTS_DIR, progress=print
+) -> dict:
     from imgpipe.build import run_build
 
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -81,10 +91,17 @@ def run_suite(profile: str, cases: list[BenchCase], notices: list[str], results_
                 run["versus_baseline"] = _ratios(run, run["baseline"])
         runs.append(run)
         (results_dir / f"{case.name}.json").write_text(json.dumps(run, indent=2) + "\n")
-    suite = {"profile": profile, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-             "machine": {"cpu": runs[0]["environment"].get("cpu") if runs else None, "cores": os.cpu_count(),
-                         "python": platform.python_version()},
-             "notices": notices, "runs": runs}
+    suite = {
+        "profile": profile,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {
+            "cpu": runs[0]["environment"].get("cpu") if runs else None,
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+        },
+        "notices": notices,
+        "runs": runs,
+    }
     (results_dir / "suite.json").write_text(json.dumps(suite, indent=2) + "\n")
     return suite
 
@@ -107,15 +124,32 @@ def _summarise(case: BenchCase, manifest: dict, total: float) -> dict:
     artifacts = []
     for entry in manifest["artifacts"] + manifest["rejected"]:
         m = entry["metrics"]
-        artifacts.append({"artifact": f"{entry['format']}:{entry['variant']}", "source": entry.get("source"),
-                          "accuracy": m.get("accuracy"), "accuracy_drop": m.get("accuracy_drop"),
-                          "agreement": m.get("agreement"), "bytes": entry["bytes"], "gzip_bytes": entry["gzip_bytes"],
-                          "latency_ms_p50": m.get("latency_ms_p50"), "latency_ms_p95": m.get("latency_ms_p95"),
-                          "published": entry.get("path") is not None})
-    return {"case": case.name, "dataset": manifest["dataset"]["root"], "images": manifest["dataset"]["images"],
-            "classes": manifest["dataset"]["classes"], "backbone": manifest["config"]["backbone"],
-            "keras_accuracy": manifest["reference"]["metrics"]["accuracy"], "total_seconds": round(total, 2),
-            "stages": manifest["timings"], "artifacts": artifacts, "environment": manifest["environment"]}
+        artifacts.append(
+            {
+                "artifact": f"{entry['format']}:{entry['variant']}",
+                "source": entry.get("source"),
+                "accuracy": m.get("accuracy"),
+                "accuracy_drop": m.get("accuracy_drop"),
+                "agreement": m.get("agreement"),
+                "bytes": entry["bytes"],
+                "gzip_bytes": entry["gzip_bytes"],
+                "latency_ms_p50": m.get("latency_ms_p50"),
+                "latency_ms_p95": m.get("latency_ms_p95"),
+                "published": entry.get("path") is not None,
+            }
+        )
+    return {
+        "case": case.name,
+        "dataset": manifest["dataset"]["root"],
+        "images": manifest["dataset"]["images"],
+        "classes": manifest["dataset"]["classes"],
+        "backbone": manifest["config"]["backbone"],
+        "keras_accuracy": manifest["reference"]["metrics"]["accuracy"],
+        "total_seconds": round(total, 2),
+        "stages": manifest["timings"],
+        "artifacts": artifacts,
+        "environment": manifest["environment"],
+    }
 
 
 def _baseline(case: BenchCase, config: BuildConfig, manifest: dict, progress) -> dict:
@@ -126,12 +160,23 @@ def _baseline(case: BenchCase, config: BuildConfig, manifest: dict, progress) ->
     index = scan_dataset(case.dataset, case.backbone.image_size, config.split, progress=progress)
     test_images, test_labels = index.split("test")
     train = [e.relpath for e in index.entries if e.split == "train"]
-    return run_baseline(case.dataset, train, test_images, test_labels, index.labels, case.backbone.weights,
-                        case.backbone.alpha, case.backbone.image_size, progress=progress)
+    return run_baseline(
+        case.dataset,
+        train,
+        test_images,
+        test_labels,
+        index.labels,
+        case.backbone.weights,
+        case.backbone.alpha,
+        case.backbone.image_size,
+        progress=progress,
+    )
 
 
 def _ratios(run: dict, baseline: dict) -> dict:
     imgpipe_train = sum(v for k, v in run["stages"].items() if k in ("scan", "train"))
-    return {"train_time_ratio": round(imgpipe_train / baseline["train_seconds"], 3),
-            "accuracy_ratio": round(run["keras_accuracy"] / baseline["accuracy"], 3) if baseline["accuracy"] else None,
-            "accuracy_difference": round(run["keras_accuracy"] - baseline["accuracy"], 4)}
+    return {
+        "train_time_ratio": round(imgpipe_train / baseline["train_seconds"], 3),
+        "accuracy_ratio": round(run["keras_accuracy"] / baseline["accuracy"], 3) if baseline["accuracy"] else None,
+        "accuracy_difference": round(run["keras_accuracy"] - baseline["accuracy"], 4),
+    }

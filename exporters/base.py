@@ -78,7 +78,9 @@ class Artifact:
 
     @property
     def name(self) -> str:
-        return f"{self.format}:{self.variant}" if self.source == "float" else f"{self.format}:{self.source}-{self.variant}"
+        return (
+            f"{self.format}:{self.variant}" if self.source == "float" else f"{self.format}:{self.source}-{self.variant}"
+        )
 
     @property
     def bytes(self) -> int:

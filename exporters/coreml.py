@@ -52,8 +52,12 @@ def export(ctx: ExportContext, variant: str, dest: Path) -> Artifact:
     _describe(spec, ctx, variant)
     _save_atomically(ct.models.MLModel(spec, weights_dir=mlmodel.weights_dir, skip_model_load=True), Path(dest))
     return Artifact(
-        format="coreml", variant=variant, path=Path(dest), labels=list(ctx.labels),
-        preprocessing=ctx.preprocessing, source=ctx.source,
+        format="coreml",
+        variant=variant,
+        path=Path(dest),
+        labels=list(ctx.labels),
+        preprocessing=ctx.preprocessing,
+        source=ctx.source,
         details={
             "model_type": "mlprogram",
             "compute_precision": precision,
@@ -71,19 +75,34 @@ def _compression(variant: str, options) -> dict | None:
     if variant not in variants:
         raise ConfigError(f"unknown Core ML variant '{variant}'; valid variants: {', '.join(variants)}")
     if variant == "int8":
-        return {"method": "linear_quantize_weights", "mode": "linear_symmetric", "dtype": "int8",
-                "granularity": "per_channel", "weight_threshold": WEIGHT_THRESHOLD}
+        return {
+            "method": "linear_quantize_weights",
+            "mode": "linear_symmetric",
+            "dtype": "int8",
+            "granularity": "per_channel",
+            "weight_threshold": WEIGHT_THRESHOLD,
+        }
     if variant == "palettize":
         if options.palette_bits not in PALETTE_BITS:
-            raise ConfigError(f"palette bits {options.palette_bits} is not supported; "
-                              f"valid: {', '.join(map(str, PALETTE_BITS))}")
-        return {"method": "palettize_weights", "mode": "kmeans", "nbits": options.palette_bits,
-                "granularity": "per_tensor", "weight_threshold": WEIGHT_THRESHOLD}
+            raise ConfigError(
+                f"palette bits {options.palette_bits} is not supported; valid: {', '.join(map(str, PALETTE_BITS))}"
+            )
+        return {
+            "method": "palettize_weights",
+            "mode": "kmeans",
+            "nbits": options.palette_bits,
+            "granularity": "per_tensor",
+            "weight_threshold": WEIGHT_THRESHOLD,
+        }
     if variant == "pruned":
         if not 0.0 < options.coreml_sparsity < 1.0:
             raise ConfigError(f"Core ML sparsity {options.coreml_sparsity} must be between 0 and 1 (exclusive)")
-        return {"method": "prune_weights", "mode": "magnitude", "target_sparsity": options.coreml_sparsity,
-                "weight_threshold": WEIGHT_THRESHOLD}
+        return {
+            "method": "prune_weights",
+            "mode": "magnitude",
+            "target_sparsity": options.coreml_sparsity,
+            "weight_threshold": WEIGHT_THRESHOLD,
+        }
     return None
 
 
@@ -92,8 +111,9 @@ def _check_input_size(ctx: ExportContext) -> None:
     size = ctx.preprocessing.image_size
     model_size = tuple(ctx.model.input_shape[1:3])
     if model_size != (size, size):
-        raise ConfigError(f"preprocessing image size {size} does not match the model's "
-                          f"{model_size[0]}x{model_size[1]} input")
+        raise ConfigError(
+            f"preprocessing image size {size} does not match the model's {model_size[0]}x{model_size[1]} input"
+        )
 
 
 def _coremltools():
@@ -106,10 +126,18 @@ def _coremltools():
 
 def _convert(ct, ctx: ExportContext, precision: str):
     size = ctx.preprocessing.image_size
-    image = ct.ImageType(name=INPUT_NAME, shape=(1, size, size, 3), scale=ctx.preprocessing.coreml_scale,
-                         bias=ctx.preprocessing.coreml_bias, color_layout=ct.colorlayout.RGB)
+    image = ct.ImageType(
+        name=INPUT_NAME,
+        shape=(1, size, size, 3),
+        scale=ctx.preprocessing.coreml_scale,
+        bias=ctx.preprocessing.coreml_bias,
+        color_layout=ct.colorlayout.RGB,
+    )
     return ct.convert(
-        ctx.model, source="tensorflow", convert_to="mlprogram", inputs=[image],
+        ctx.model,
+        source="tensorflow",
+        convert_to="mlprogram",
+        inputs=[image],
         classifier_config=ct.ClassifierConfig(list(ctx.labels), predicted_feature_name=LABEL_OUTPUT),
         minimum_deployment_target=ct.target.iOS15,
         compute_precision=ct.precision.FLOAT32 if precision == "fp32" else ct.precision.FLOAT16,
@@ -122,15 +150,18 @@ def _compress(ct, mlmodel, compression: dict):
     fp32) and k-means takes ~3x longer."""
     opt = ct.optimize.coreml
     if compression["method"] == "linear_quantize_weights":
-        op_config = opt.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel",
-                                                weight_threshold=WEIGHT_THRESHOLD)
+        op_config = opt.OpLinearQuantizerConfig(
+            mode="linear_symmetric", dtype="int8", granularity="per_channel", weight_threshold=WEIGHT_THRESHOLD
+        )
         return opt.linear_quantize_weights(mlmodel, opt.OptimizationConfig(global_config=op_config))
     if compression["method"] == "palettize_weights":
-        op_config = opt.OpPalettizerConfig(mode="kmeans", nbits=compression["nbits"], granularity="per_tensor",
-                                           weight_threshold=WEIGHT_THRESHOLD)
+        op_config = opt.OpPalettizerConfig(
+            mode="kmeans", nbits=compression["nbits"], granularity="per_tensor", weight_threshold=WEIGHT_THRESHOLD
+        )
         return opt.palettize_weights(mlmodel, opt.OptimizationConfig(global_config=op_config))
-    op_config = opt.OpMagnitudePrunerConfig(target_sparsity=compression["target_sparsity"],
-                                           weight_threshold=WEIGHT_THRESHOLD)
+    op_config = opt.OpMagnitudePrunerConfig(
+        target_sparsity=compression["target_sparsity"], weight_threshold=WEIGHT_THRESHOLD
+    )
     return opt.prune_weights(mlmodel, opt.OptimizationConfig(global_config=op_config))
 
 
@@ -156,15 +187,17 @@ def _describe(spec, ctx: ExportContext, variant: str) -> None:
     }
     for feature in [*spec.description.input, *spec.description.output]:
         feature.shortDescription = descriptions.get(feature.name, "")
-    meta.userDefined.update({
-        "name": ctx.metadata.name,
-        "labels": json.dumps(list(ctx.labels)),
-        "preprocessing": json.dumps(ctx.preprocessing.to_dict()),
-        "imgpipe_version": __version__,
-        "variant": variant,
-        "source": ctx.source,
-        PREVIEW_TYPE_KEY: "imageClassifier",
-    })
+    meta.userDefined.update(
+        {
+            "name": ctx.metadata.name,
+            "labels": json.dumps(list(ctx.labels)),
+            "preprocessing": json.dumps(ctx.preprocessing.to_dict()),
+            "imgpipe_version": __version__,
+            "variant": variant,
+            "source": ctx.source,
+            PREVIEW_TYPE_KEY: "imageClassifier",
+        }
+    )
 
 
 def _save_atomically(mlmodel, dest: Path) -> None:
@@ -245,8 +278,8 @@ class CoreMLRunner(Runner):
             "labels_match_embedded": classify is not None and list(classify.classes.val) == self.embedded.labels,
             "output_names": _output_names_ok(spec, classify),
             "metadata_present": _metadata_present(spec),
-            "xcode_preview_image_classifier":
-                spec.description.metadata.userDefined.get(PREVIEW_TYPE_KEY) == "imageClassifier",
+            "xcode_preview_image_classifier": spec.description.metadata.userDefined.get(PREVIEW_TYPE_KEY)
+            == "imageClassifier",
         }
 
     def _program(self):
@@ -381,8 +414,11 @@ def _metadata_present(spec) -> bool:
     meta = spec.description.metadata
     fields = (meta.shortDescription, meta.author, meta.license, meta.versionString)
     features = [*spec.description.input, *spec.description.output]
-    return (all(fields) and all(f.shortDescription for f in features)
-            and all(meta.userDefined.get(k) for k in METADATA_KEYS))
+    return (
+        all(fields)
+        and all(f.shortDescription for f in features)
+        and all(meta.userDefined.get(k) for k in METADATA_KEYS)
+    )
 
 
 def _first_line(e: Exception) -> str:

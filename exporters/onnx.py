@@ -49,8 +49,11 @@ def export(ctx: ExportContext, variant: str, dest: Path) -> Artifact:
     details = {"opset": OPSET, "converter": f"tf2onnx {version('tf2onnx')}"}
     if variant == "int8":
         model = _quantize_in_workdir(model, images, ctx)
-        details["quantization"] = {**QUANTIZATION, "calibration_images": len(images),
-                                   "quantizer": f"onnxruntime {version('onnxruntime')}"}
+        details["quantization"] = {
+            **QUANTIZATION,
+            "calibration_images": len(images),
+            "quantizer": f"onnxruntime {version('onnxruntime')}",
+        }
     _drop_unused_opsets(model)
     shorten_names(model)
     embed_metadata(model, ctx, variant)
@@ -74,8 +77,9 @@ def convert_keras(keras_model, image_size: int):
     return model
 
 
-def quantize(fp32_path: Path, dest: Path, images: np.ndarray, preprocessing: Preprocessing,
-             per_channel: bool = True) -> None:
+def quantize(
+    fp32_path: Path, dest: Path, images: np.ndarray, preprocessing: Preprocessing, per_channel: bool = True
+) -> None:
     """Static QDQ u8s8 quantization of an fp32 .onnx file, calibrated on uint8 `images`.
 
     `per_channel` is a parameter only so the accuracy cost of per-tensor scales can be measured; exports always
@@ -89,11 +93,17 @@ def quantize(fp32_path: Path, dest: Path, images: np.ndarray, preprocessing: Pre
         # ORT's recommended first step: it infers every tensor's shape and type, which the quantizer needs to
         # quantize them all, and fuses ops that would otherwise each get their own quantize/dequantize pair.
         quant_pre_process(str(fp32_path), str(prepared))
-        quantize_static(str(prepared), str(dest), _CalibrationReader(images, preprocessing),
-                        quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax,
-                        nodes_to_exclude=_nodes_of_type(prepared, QUANTIZATION["float_ops"]))
+        quantize_static(
+            str(prepared),
+            str(dest),
+            _CalibrationReader(images, preprocessing),
+            quant_format=QuantFormat.QDQ,
+            per_channel=per_channel,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+            nodes_to_exclude=_nodes_of_type(prepared, QUANTIZATION["float_ops"]),
+        )
     except Exception as e:  # onnxruntime raises RuntimeError, ValueError or its pybind errors
         raise ExportError(f"onnxruntime could not quantize {fp32_path.name}: {_first_line(e)}") from e
 
@@ -120,8 +130,9 @@ class _CalibrationReader:
     """Feeds normalized batches: the quantizer must see the same input range the runner will feed."""
 
     def __init__(self, images: np.ndarray, preprocessing: Preprocessing):
-        self._batches = (preprocessing.normalize(images[i:i + CALIBRATION_BATCH])
-                         for i in range(0, len(images), CALIBRATION_BATCH))
+        self._batches = (
+            preprocessing.normalize(images[i : i + CALIBRATION_BATCH]) for i in range(0, len(images), CALIBRATION_BATCH)
+        )
 
     def get_next(self) -> dict | None:
         batch = next(self._batches, None)
@@ -192,7 +203,8 @@ def _check(model) -> None:
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as e:
         raise ExportError(
-            f"the converted ONNX graph is invalid, likely an op tf2onnx cannot convert: {_first_line(e)}") from e
+            f"the converted ONNX graph is invalid, likely an op tf2onnx cannot convert: {_first_line(e)}"
+        ) from e
 
 
 def save_atomic(model, dest: Path) -> None:

@@ -27,10 +27,24 @@ class FormatSpec:
 
 
 FORMATS: dict[str, FormatSpec] = {
-    "tflite": FormatSpec("tflite", ".tflite", ("fp32", "fp16", "dynamic", "int8"), "fp32",
-                         "imgpipe.exporters.tflite", "android", "ai_edge_litert"),
-    "coreml": FormatSpec("coreml", ".mlpackage", ("fp16", "fp32", "int8", "palettize", "pruned"), "fp16",
-                         "imgpipe.exporters.coreml", "ios", "coremltools"),
+    "tflite": FormatSpec(
+        "tflite",
+        ".tflite",
+        ("fp32", "fp16", "dynamic", "int8"),
+        "fp32",
+        "imgpipe.exporters.tflite",
+        "android",
+        "ai_edge_litert",
+    ),
+    "coreml": FormatSpec(
+        "coreml",
+        ".mlpackage",
+        ("fp16", "fp32", "int8", "palettize", "pruned"),
+        "fp16",
+        "imgpipe.exporters.coreml",
+        "ios",
+        "coremltools",
+    ),
     "onnx": FormatSpec("onnx", ".onnx", ("fp32", "int8"), "fp32", "imgpipe.exporters.onnx", "onnx", "onnxruntime"),
 }
 
@@ -47,4 +61,6 @@ def format_for_path(path: Path) -> FormatSpec:
     for spec in FORMATS.values():
         if path.name.endswith(spec.suffix):
             return spec
-    raise ConfigError(f"{path}: not a model file imgpipe knows (expected {', '.join(s.suffix for s in FORMATS.values())})")
+    raise ConfigError(
+        f"{path}: not a model file imgpipe knows (expected {', '.join(s.suffix for s in FORMATS.values())})"
+    )

@@ -51,8 +51,13 @@ def export(ctx: ExportContext, variant: str, dest: Path) -> Artifact:
     _write_atomically(dest, shorten_tensor_names(flatbuffer))
     inp, out = _io_details(flatbuffer)
     # Android's MediaPipe / Task Library refuse a float model without labels and normalization inside it.
-    embed_metadata(dest, labels=list(ctx.labels), preprocessing=ctx.preprocessing, metadata=ctx.metadata,
-                   input_quantization=_quantization(inp))
+    embed_metadata(
+        dest,
+        labels=list(ctx.labels),
+        preprocessing=ctx.preprocessing,
+        metadata=ctx.metadata,
+        input_quantization=_quantization(inp),
+    )
     return Artifact(
         format="tflite",
         variant=variant,
@@ -97,9 +102,12 @@ def _converter(model, variant: str, io_type: str, calibration: np.ndarray | None
     function = tf.function(lambda image: model(image, training=False))
     # A tf.function as trackable object keeps the direct frozen-graph path (see the module docstring).
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function(spec)], function)
-    settings = {"converter": "from_concrete_functions", "tensorflow": tf.__version__,
-                "weights": {"fp32": "float32", "fp16": "float16", "dynamic": "int8", "int8": "int8"}[variant],
-                "activations": "int8" if variant == "int8" else "float32"}
+    settings = {
+        "converter": "from_concrete_functions",
+        "tensorflow": tf.__version__,
+        "weights": {"fp32": "float32", "fp16": "float16", "dynamic": "int8", "int8": "int8"}[variant],
+        "activations": "int8" if variant == "int8" else "float32",
+    }
     if variant == "fp32":
         return converter, settings
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -149,7 +157,7 @@ class TFLiteRunner(Runner):
         x = self.preprocessing.normalize(np.asarray(images))
         if len(x) == 0:
             return np.zeros((0, self.output_details["shape"][-1]), dtype=np.float32)
-        return np.concatenate([self._invoke(x[i:i + MAX_BATCH]) for i in range(0, len(x), MAX_BATCH)])
+        return np.concatenate([self._invoke(x[i : i + MAX_BATCH]) for i in range(0, len(x), MAX_BATCH)])
 
     def _invoke(self, x: np.ndarray) -> np.ndarray:
         self._fit_batch(len(x))
@@ -173,8 +181,10 @@ def open_runner(path: Path, preprocessing: Preprocessing | None = None, num_thre
     if preprocessing is None:
         preprocessing = read_embedded(path).preprocessing
     if preprocessing is None:
-        raise ArtifactError(f"{path}: no preprocessing embedded in this TFLite file; pass the preprocessing "
-                            "(mean, std, image size) it was trained with")
+        raise ArtifactError(
+            f"{path}: no preprocessing embedded in this TFLite file; pass the preprocessing "
+            "(mean, std, image size) it was trained with"
+        )
     return TFLiteRunner(interpreter, preprocessing, path)
 
 
@@ -185,8 +195,9 @@ def read_embedded(path: Path) -> EmbeddedInfo:
     metadata = read_metadata(path) or {}  # files from other tools may have none: labels.txt then
     labels = metadata.get("labels") or _labels_beside(path)
     preprocessing = metadata.get("preprocessing")
-    return EmbeddedInfo(labels=list(labels),
-                        preprocessing=Preprocessing.from_dict(preprocessing) if preprocessing else None)
+    return EmbeddedInfo(
+        labels=list(labels), preprocessing=Preprocessing.from_dict(preprocessing) if preprocessing else None
+    )
 
 
 def _labels_beside(path: Path) -> list[str]:

@@ -48,8 +48,9 @@ MIN_PARSER_VERSION = "1.0.0"
 RAW_PIXEL_TOLERANCE = 4.0
 
 # Field slots of metadata_schema.fbs tables, in declaration order; a union takes two (its type, then its value).
-MODEL_SLOTS = dict(name=0, description=1, version=2, subgraph_metadata=3, author=4, license=5, associated_files=6,
-                   min_parser_version=7)
+MODEL_SLOTS = dict(
+    name=0, description=1, version=2, subgraph_metadata=3, author=4, license=5, associated_files=6, min_parser_version=7
+)
 SUBGRAPH_SLOTS = dict(input_tensor_metadata=2, output_tensor_metadata=3)
 TENSOR_SLOTS = dict(name=0, description=1, content=3, process_units=4, stats=5, associated_files=6)
 FILE_SLOTS = dict(name=0, description=1, type=2)
@@ -65,8 +66,14 @@ DESCRIPTIONS, TENSOR_AXIS_LABELS = 1, 2  # AssociatedFileType
 RGB = 1  # ColorSpaceType
 
 
-def embed_metadata(path: Path, *, labels: list[str], preprocessing: Preprocessing, metadata: ModelMetadata,
-                   input_quantization: dict | None = None) -> None:
+def embed_metadata(
+    path: Path,
+    *,
+    labels: list[str],
+    preprocessing: Preprocessing,
+    metadata: ModelMetadata,
+    input_quantization: dict | None = None,
+) -> None:
     """Rewrite the model at `path` with metadata and packed labels; replaces metadata a previous call wrote.
 
     The file is replaced atomically so that a crash never leaves a half-written artifact behind.
@@ -78,8 +85,10 @@ def embed_metadata(path: Path, *, labels: list[str], preprocessing: Preprocessin
     _check_input_quantization(input_quantization, input_tensor)
     _check_raw_pixels(input_tensor, preprocessing)
     meta = _metadata_flatbuffer(metadata, preprocessing, len(labels), input_tensor.type, output_tensor.type)
-    files = {LABELS_FILE: "".join(f"{label}\n" for label in labels),
-             PREPROCESSING_FILE: json.dumps(asdict(preprocessing), indent=1, sort_keys=True)}
+    files = {
+        LABELS_FILE: "".join(f"{label}\n" for label in labels),
+        PREPROCESSING_FILE: json.dumps(asdict(preprocessing), indent=1, sort_keys=True),
+    }
     _write_atomically(path, _with_metadata_buffer(model, meta), files)
 
 
@@ -113,6 +122,7 @@ def _parse(root: Table, files: dict[str, bytes]) -> dict:
 
 # --- writing ---------------------------------------------------------------------------------------------------
 
+
 def _load_model(path: Path) -> tfl.ModelT:
     data = _read_bytes(path)
     _check_tflite(data, path)
@@ -141,8 +151,11 @@ def _check_input_quantization(declared: dict | None, tensor: tfl.TensorT) -> Non
     if declared is None or actual is None:
         same = declared is actual
     else:
-        same = (declared["dtype"] == actual["dtype"] and int(declared["zero_point"]) == actual["zero_point"]
-                and bool(np.isclose(float(declared["scale"]), actual["scale"], rtol=1e-6)))
+        same = (
+            declared["dtype"] == actual["dtype"]
+            and int(declared["zero_point"]) == actual["zero_point"]
+            and bool(np.isclose(float(declared["scale"]), actual["scale"], rtol=1e-6))
+        )
     if not same:
         raise ValueError(f"input_quantization {declared} does not match the model's input {actual}")
 
@@ -161,56 +174,91 @@ def _check_raw_pixels(tensor: tfl.TensorT, preprocessing: Preprocessing) -> None
     if q is None or q["dtype"] != "uint8":
         return
     pixels = np.array([0.0, 255.0])
-    worst = max(float(np.abs((pixels - q["zero_point"]) * q["scale"] - (pixels - m) / s).max() * s)
-                for m, s in zip(preprocessing.mean, preprocessing.std))
+    worst = max(
+        float(np.abs((pixels - q["zero_point"]) * q["scale"] - (pixels - m) / s).max() * s)
+        for m, s in zip(preprocessing.mean, preprocessing.std)
+    )
     if worst > RAW_PIXEL_TOLERANCE:
         raise ExportError(
             f"uint8 input quantization (scale {q['scale']:.6g}, zero point {q['zero_point']}) does not match the "
             f"normalization mean {list(preprocessing.mean)} / std {list(preprocessing.std)} (off by {worst:.1f} "
             "pixel levels); MediaPipe and the Task Library feed raw pixels to uint8 inputs, so apps would see "
-            "wrong inputs. Calibrate with images normalized by the same mean/std, or export float input.")
+            "wrong inputs. Calibrate with images normalized by the same mean/std, or export float input."
+        )
 
 
-def _metadata_flatbuffer(metadata: ModelMetadata, preprocessing: Preprocessing, n_labels: int,
-                         input_type: int, output_type: int) -> bytes:
+def _metadata_flatbuffer(
+    metadata: ModelMetadata, preprocessing: Preprocessing, n_labels: int, input_type: int, output_type: int
+) -> bytes:
     b = flatbuffers.Builder(1024)
     input_tensor = _input_tensor(b, preprocessing, input_type)
     output_tensor = _output_tensor(b, n_labels, output_type)
-    subgraph = _table(b, SUBGRAPH_SLOTS, input_tensor_metadata=_offsets(b, [input_tensor]),
-                      output_tensor_metadata=_offsets(b, [output_tensor]))
-    json_file = _associated_file(b, PREPROCESSING_FILE, "imgpipe preprocessing (JSON): image size, resize, "
-                                 "mean/std at full precision.", DESCRIPTIONS)
-    texts = {field: b.CreateString(getattr(metadata, field))
-             for field in ("name", "description", "version", "author", "license")}
-    root = _table(b, MODEL_SLOTS, **texts, subgraph_metadata=_offsets(b, [subgraph]),
-                  associated_files=_offsets(b, [json_file]), min_parser_version=b.CreateString(MIN_PARSER_VERSION))
+    subgraph = _table(
+        b,
+        SUBGRAPH_SLOTS,
+        input_tensor_metadata=_offsets(b, [input_tensor]),
+        output_tensor_metadata=_offsets(b, [output_tensor]),
+    )
+    json_file = _associated_file(
+        b,
+        PREPROCESSING_FILE,
+        "imgpipe preprocessing (JSON): image size, resize, mean/std at full precision.",
+        DESCRIPTIONS,
+    )
+    texts = {
+        field: b.CreateString(getattr(metadata, field))
+        for field in ("name", "description", "version", "author", "license")
+    }
+    root = _table(
+        b,
+        MODEL_SLOTS,
+        **texts,
+        subgraph_metadata=_offsets(b, [subgraph]),
+        associated_files=_offsets(b, [json_file]),
+        min_parser_version=b.CreateString(MIN_PARSER_VERSION),
+    )
     b.Finish(root, file_identifier=b"M001")
     return bytes(b.Output())
 
 
 def _input_tensor(b: flatbuffers.Builder, p: Preprocessing, tensor_type: int) -> int:
     image = _table(b, IMAGE_SLOTS, color_space=(N.Int8Flags, RGB))
-    content = _table(b, CONTENT_SLOTS, content_properties_type=(N.Uint8Flags, IMAGE_PROPERTIES),
-                     content_properties=image)
+    content = _table(
+        b, CONTENT_SLOTS, content_properties_type=(N.Uint8Flags, IMAGE_PROPERTIES), content_properties=image
+    )
     normalization = _table(b, NORMALIZATION_SLOTS, mean=_floats(b, p.mean), std=_floats(b, p.std))
     unit = _table(b, PROCESS_UNIT_SLOTS, options_type=(N.Uint8Flags, NORMALIZATION_OPTIONS), options=normalization)
     low = [(0.0 - m) / s for m, s in zip(p.mean, p.std)]
     high = [(255.0 - m) / s for m, s in zip(p.mean, p.std)]
-    description = (f"Input image to be classified: RGB, {p.image_size}x{p.image_size} ({p.resize}), "
-                   "normalized as (pixel - mean) / std.")
-    return _table(b, TENSOR_SLOTS, name=b.CreateString("image"), description=b.CreateString(description),
-                  content=content, process_units=_offsets(b, [unit]), **_stats(b, tensor_type, low, high))
+    description = (
+        f"Input image to be classified: RGB, {p.image_size}x{p.image_size} ({p.resize}), "
+        "normalized as (pixel - mean) / std."
+    )
+    return _table(
+        b,
+        TENSOR_SLOTS,
+        name=b.CreateString("image"),
+        description=b.CreateString(description),
+        content=content,
+        process_units=_offsets(b, [unit]),
+        **_stats(b, tensor_type, low, high),
+    )
 
 
 def _output_tensor(b: flatbuffers.Builder, n_labels: int, tensor_type: int) -> int:
-    labels = _associated_file(b, LABELS_FILE, "Labels for categories that the model can recognize.",
-                              TENSOR_AXIS_LABELS)
-    content = _table(b, CONTENT_SLOTS, content_properties_type=(N.Uint8Flags, FEATURE_PROPERTIES),
-                     content_properties=_table(b, {}))
-    return _table(b, TENSOR_SLOTS, name=b.CreateString("probability"),
-                  description=b.CreateString(f"Probabilities of the {n_labels} labels respectively."),
-                  content=content, associated_files=_offsets(b, [labels]),
-                  **_stats(b, tensor_type, [0.0], [1.0]))
+    labels = _associated_file(b, LABELS_FILE, "Labels for categories that the model can recognize.", TENSOR_AXIS_LABELS)
+    content = _table(
+        b, CONTENT_SLOTS, content_properties_type=(N.Uint8Flags, FEATURE_PROPERTIES), content_properties=_table(b, {})
+    )
+    return _table(
+        b,
+        TENSOR_SLOTS,
+        name=b.CreateString("probability"),
+        description=b.CreateString(f"Probabilities of the {n_labels} labels respectively."),
+        content=content,
+        associated_files=_offsets(b, [labels]),
+        **_stats(b, tensor_type, [0.0], [1.0]),
+    )
 
 
 def _stats(b: flatbuffers.Builder, tensor_type: int, float_low: list[float], float_high: list[float]) -> dict:
@@ -223,8 +271,9 @@ def _stats(b: flatbuffers.Builder, tensor_type: int, float_low: list[float], flo
 
 
 def _associated_file(b: flatbuffers.Builder, name: str, description: str, file_type: int) -> int:
-    return _table(b, FILE_SLOTS, name=b.CreateString(name), description=b.CreateString(description),
-                  type=(N.Int8Flags, file_type))
+    return _table(
+        b, FILE_SLOTS, name=b.CreateString(name), description=b.CreateString(description), type=(N.Int8Flags, file_type)
+    )
 
 
 def _table(b: flatbuffers.Builder, slots: dict[str, int], **fields) -> int:
@@ -291,6 +340,7 @@ def _write_atomically(path: Path, model_bytes: bytes, files: dict[str, str]) -> 
 
 
 # --- reading ---------------------------------------------------------------------------------------------------
+
 
 def _read_bytes(path: Path) -> bytes:
     try:

@@ -26,13 +26,28 @@ def default_cache_dir() -> Path:
 
 
 def model_key(spec: BackboneSpec, preprocessing: Preprocessing) -> str:
-    parts = [CACHE_FORMAT, spec.arch, f"{spec.alpha:g}", str(spec.image_size), spec.weights_fingerprint(),
-             ",".join(f"{v:g}" for v in preprocessing.mean + preprocessing.std), preprocessing.resize]
+    parts = [
+        CACHE_FORMAT,
+        spec.arch,
+        f"{spec.alpha:g}",
+        str(spec.image_size),
+        spec.weights_fingerprint(),
+        ",".join(f"{v:g}" for v in preprocessing.mean + preprocessing.std),
+        preprocessing.resize,
+    ]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:20]
 
 
-def cached_features(extractor, images: np.ndarray, image_hashes: list[str], cache_root: Path, key: str,
-                    preprocessing: Preprocessing, batch_size: int = 32, progress=print) -> tuple[np.ndarray, int]:
+def cached_features(
+    extractor,
+    images: np.ndarray,
+    image_hashes: list[str],
+    cache_root: Path,
+    key: str,
+    preprocessing: Preprocessing,
+    batch_size: int = 32,
+    progress=print,
+) -> tuple[np.ndarray, int]:
     """Features for `images` (uint8), reading what is cached and computing the rest. Returns (features, computed)."""
     folder = Path(cache_root) / key
     folder.mkdir(parents=True, exist_ok=True)
@@ -40,7 +55,7 @@ def cached_features(extractor, images: np.ndarray, image_hashes: list[str], cach
     missing = [i for i, f in enumerate(features) if f is None]
     progress(f"bottlenecks: {len(images) - len(missing)} cached, computing {len(missing)} ...")
     for start in range(0, len(missing), batch_size):
-        batch = missing[start:start + batch_size]
+        batch = missing[start : start + batch_size]
         out = extractor(preprocessing.normalize(images[batch]), training=False).numpy()
         for i, feat in zip(batch, out):
             features[i] = feat

@@ -53,8 +53,16 @@ def run_build(config: BuildConfig, progress=print) -> dict:
             _print_counts(index, progress)
         data = _split_data(index)
         with timer.stage("train"):
-            result = train_classifier(config.backbone, config.train, data, len(index.labels),
-                                      preprocessing, config.cache_dir, staging.root / "logs", progress)
+            result = train_classifier(
+                config.backbone,
+                config.train,
+                data,
+                len(index.labels),
+                preprocessing,
+                config.cache_dir,
+                staging.root / "logs",
+                progress,
+            )
         timer.timings.update({f"train.{k}": round(v, 3) for k, v in result.timings.items()})
         _save_keras_model(result.model, staging.root / "keras")
         test_images, test_labels = index.split("test")
@@ -65,15 +73,25 @@ def run_build(config: BuildConfig, progress=print) -> dict:
         optimizations = {}
         for name in config.optimize:
             with timer.stage(f"optimize {name}"):
-                sources[name], optimizations[name] = optimize_model(name, result.model, data, preprocessing,
-                                                                    config, staging.root / "logs", progress)
+                sources[name], optimizations[name] = optimize_model(
+                    name, result.model, data, preprocessing, config, staging.root / "logs", progress
+                )
         verifications = []
         for source, model in sources.items():
             for fmt, variant in variants_for_source(config, source):
                 artifact = _export(config, fmt, variant, source, model, index, preprocessing, staging, timer)
                 with timer.stage(f"verify {artifact.name}"):
-                    verifications.append(verify_artifact(artifact, test_images, test_labels, index.labels,
-                                                         reference_probs, reference["accuracy"], config.latency))
+                    verifications.append(
+                        verify_artifact(
+                            artifact,
+                            test_images,
+                            test_labels,
+                            index.labels,
+                            reference_probs,
+                            reference["accuracy"],
+                            config.latency,
+                        )
+                    )
         manifest = _manifest(config, index, preprocessing, reference, verifications, result, timer, staging.bundle)
         manifest["optimizations"] = optimizations
         published = _apply_gates(config, verifications, manifest, staging.bundle, progress)
@@ -129,8 +147,14 @@ def _save_keras_model(model, folder: Path) -> None:
 
 def _split_data(index: DatasetIndex) -> SplitData:
     train, val = index.split("train"), index.split("val")
-    return SplitData(train[0], train[1], [e.sha256 for e in index.split_entries("train")],
-                     val[0], val[1], [e.sha256 for e in index.split_entries("val")])
+    return SplitData(
+        train[0],
+        train[1],
+        [e.sha256 for e in index.split_entries("train")],
+        val[0],
+        val[1],
+        [e.sha256 for e in index.split_entries("val")],
+    )
 
 
 def _export(config, fmt, variant, source, model, index, preprocessing, staging, timer):
@@ -139,9 +163,16 @@ def _export(config, fmt, variant, source, model, index, preprocessing, staging, 
     folder.mkdir(exist_ok=True)
     dest = folder / artifact_filename(spec, variant, source, config.metadata.name)
     train_images, _ = index.split("train")
-    ctx = ExportContext(model=model, labels=list(index.labels), preprocessing=preprocessing,
-                        metadata=config.metadata, workdir=staging.work / f"{source}-{fmt}-{variant}",
-                        representative_images=train_images, source=source, options=config.export)
+    ctx = ExportContext(
+        model=model,
+        labels=list(index.labels),
+        preprocessing=preprocessing,
+        metadata=config.metadata,
+        workdir=staging.work / f"{source}-{fmt}-{variant}",
+        representative_images=train_images,
+        source=source,
+        options=config.export,
+    )
     ctx.workdir.mkdir(parents=True, exist_ok=True)
     with timer.stage(f"export {fmt}:{variant}" + ("" if source == "float" else f" from {source}")):
         return spec.load().export(ctx, variant, dest)
@@ -164,8 +195,10 @@ def _write_labels(bundle: Path, labels: list[str], folders: set[Path]) -> None:
 
 def _print_counts(index: DatasetIndex, progress) -> None:
     counts = index.counts()
-    progress(f"{len(index.entries)} images, {len(index.labels)} classes; per class train/val/test: "
-             + ", ".join(f"{k} {v['train']}/{v['val']}/{v['test']}" for k, v in counts.items()))
+    progress(
+        f"{len(index.entries)} images, {len(index.labels)} classes; per class train/val/test: "
+        + ", ".join(f"{k} {v['train']}/{v['val']}/{v['test']}" for k, v in counts.items())
+    )
     for p in index.problems:
         progress(f"note: {p}")
 
@@ -177,9 +210,13 @@ def _manifest(config, index, preprocessing, reference, verifications, result, ti
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "libraries": library_versions(),
         "environment": environment(),
-        "model": {"name": config.metadata.name, "description": config.metadata.description,
-                  "version": config.metadata.version, "author": config.metadata.author,
-                  "license": config.metadata.license},
+        "model": {
+            "name": config.metadata.name,
+            "description": config.metadata.description,
+            "version": config.metadata.version,
+            "author": config.metadata.author,
+            "license": config.metadata.license,
+        },
         "labels": list(index.labels),
         "preprocessing": preprocessing.to_dict(),
         "dataset": index.summary(),

@@ -43,63 +43,103 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="imgpipe",
         description="Train a MobileNet image classifier from class folders, export it to TFLite, Core ML and "
-                    "ONNX, verify every artifact with its own runtime and publish a mobile-ready bundle.")
+        "ONNX, verify every artifact with its own runtime and publish a mobile-ready bundle.",
+    )
     parser.add_argument("--version", action="version", version=f"imgpipe {__version__}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show full tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    b = sub.add_parser("build", parents=[common], help="train, export, verify and publish a bundle",
-                       description="Train, export, verify and publish. Without --dataset, builds the small "
-                                   "embedded dataset the project generates itself (no data or network needed).")
-    b.add_argument("--dataset", type=Path, help="folder with one sub-folder of images per class "
-                                                "(default: the embedded generated dataset)")
+    b = sub.add_parser(
+        "build",
+        parents=[common],
+        help="train, export, verify and publish a bundle",
+        description="Train, export, verify and publish. Without --dataset, builds the small "
+        "embedded dataset the project generates itself (no data or network needed).",
+    )
+    b.add_argument(
+        "--dataset",
+        type=Path,
+        help="folder with one sub-folder of images per class (default: the embedded generated dataset)",
+    )
     b.add_argument("--out", type=Path, help="build folder (default: imgpipe-build)")
     b.add_argument("--config", type=Path, help="TOML file with build settings (command-line options win)")
-    b.add_argument("--targets", nargs="+", choices=list(FORMATS), metavar="FORMAT",
-                   help=f"formats to export, each with its default variant: {', '.join(FORMATS)} (default: all)")
-    b.add_argument("--variants", nargs="+", metavar="FORMAT:V[,V]",
-                   help="variants per format: " + "; ".join(f"{n}: {','.join(f.variants)}" for n, f in FORMATS.items())
-                   + " (e.g. tflite:fp32,int8 onnx:fp32,int8 coreml:fp16,palettize)")
-    b.add_argument("--optimize", nargs="+", metavar="OPT", help="model-level optimizations: prune, qat; their "
-                                                                "models are exported too")
+    b.add_argument(
+        "--targets",
+        nargs="+",
+        choices=list(FORMATS),
+        metavar="FORMAT",
+        help=f"formats to export, each with its default variant: {', '.join(FORMATS)} (default: all)",
+    )
+    b.add_argument(
+        "--variants",
+        nargs="+",
+        metavar="FORMAT:V[,V]",
+        help="variants per format: "
+        + "; ".join(f"{n}: {','.join(f.variants)}" for n, f in FORMATS.items())
+        + " (e.g. tflite:fp32,int8 onnx:fp32,int8 coreml:fp16,palettize)",
+    )
+    b.add_argument(
+        "--optimize",
+        nargs="+",
+        metavar="OPT",
+        help="model-level optimizations: prune, qat; their models are exported too",
+    )
     b.add_argument("--sparsity", type=float, help="pruning target sparsity (default 0.5)")
     b.add_argument("--prune-epochs", type=int, help="pruning fine-tune epochs (default 4)")
     b.add_argument("--qat-epochs", type=int, help="quantization-aware fine-tune epochs (default 2)")
-    b.add_argument("--io-type", choices=["float", "int8", "uint8"],
-                   help="TFLite int8 input/output type (default float; MediaPipe needs float or uint8)")
+    b.add_argument(
+        "--io-type",
+        choices=["float", "int8", "uint8"],
+        help="TFLite int8 input/output type (default float; MediaPipe needs float or uint8)",
+    )
     b.add_argument("--palette-bits", type=int, choices=[4, 6, 8], help="Core ML palettization bits (default 6)")
     g = b.add_argument_group("release gates (every artifact; the config file can set them per format/variant)")
-    g.add_argument("--max-accuracy-drop", type=float, metavar="FRACTION",
-                   help="largest accuracy loss vs the float Keras model, 0.01 = 1 point (default 0.05)")
+    g.add_argument(
+        "--max-accuracy-drop",
+        type=float,
+        metavar="FRACTION",
+        help="largest accuracy loss vs the float Keras model, 0.01 = 1 point (default 0.05)",
+    )
     g.add_argument("--min-accuracy", type=float, metavar="FRACTION", help="lowest test accuracy, e.g. 0.9")
     g.add_argument("--max-bytes", type=int, help="largest artifact size in bytes")
     g.add_argument("--max-latency-ms", type=float, help="largest single-image p50 latency on this CPU")
-    g.add_argument("--allow-failures", action="store_true",
-                   help=f"exit 0 even when an artifact fails a gate (it is still left out); otherwise exit "
-                        f"{GATE_FAILURE_EXIT_CODE}")
+    g.add_argument(
+        "--allow-failures",
+        action="store_true",
+        help=f"exit 0 even when an artifact fails a gate (it is still left out); otherwise exit "
+        f"{GATE_FAILURE_EXIT_CODE}",
+    )
     b.add_argument("--arch", choices=ARCHITECTURES, help="backbone (default: mobilenet_v2)")
     b.add_argument("--alpha", type=float, help="width multiplier (default: 1.0; embedded dataset 0.35)")
     b.add_argument("--image-size", type=int, help="input size in pixels, 96-224 (default: 224; embedded 96)")
-    b.add_argument("--weights", help="imagenet (Keras download and cache), PATH to a Keras no-top .h5, or none "
-                                     "(default: imagenet; embedded dataset: none)")
+    b.add_argument(
+        "--weights",
+        help="imagenet (Keras download and cache), PATH to a Keras no-top .h5, or none "
+        "(default: imagenet; embedded dataset: none)",
+    )
     b.add_argument("--epochs", type=int, help="head epochs (or all-layer epochs with --weights none)")
     b.add_argument("--fine-tune-epochs", type=int, help="epochs fine-tuning the top layers on images (default 0)")
     b.add_argument("--fine-tune-layers", type=int, help="how many top layers to fine-tune (default 30)")
     b.add_argument("--batch-size", type=int)
     b.add_argument("--learning-rate", type=float)
     b.add_argument("--no-augment", action="store_true", help="no flip/rotation/zoom/brightness augmentation")
-    b.add_argument("--split", nargs=3, type=float, metavar=("TRAIN", "VAL", "TEST"),
-                   help="split fractions (default: %s)" % " ".join(str(v) for v in vars(SplitFractions()).values()))
+    b.add_argument(
+        "--split",
+        nargs=3,
+        type=float,
+        metavar=("TRAIN", "VAL", "TEST"),
+        help="split fractions (default: %s)" % " ".join(str(v) for v in vars(SplitFractions()).values()),
+    )
     b.add_argument("--seed", type=int, help="random seed (default 0)")
-    b.add_argument("--name", help="model name inside the artifacts and the Core ML file name "
-                                  "(default ImageClassifier)")
+    b.add_argument("--name", help="model name inside the artifacts and the Core ML file name (default ImageClassifier)")
     b.add_argument("--cache-dir", type=Path, help="bottleneck cache (default: ~/.cache/imgpipe/bottlenecks)")
     b.set_defaults(handler=_cmd_build)
 
     p = sub.add_parser("predict", parents=[common], help="top-k labels for images from any artifact or a bundle")
-    p.add_argument("model", type=Path, metavar="MODEL_OR_BUNDLE",
-                   help=".tflite, .onnx, .mlpackage (macOS) or a bundle folder")
+    p.add_argument(
+        "model", type=Path, metavar="MODEL_OR_BUNDLE", help=".tflite, .onnx, .mlpackage (macOS) or a bundle folder"
+    )
     p.add_argument("images", type=Path, nargs="+", metavar="IMAGE", help="image files or folders of images")
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -130,8 +170,11 @@ def _cmd_build(args) -> int:
     config = build_config_from_args(args)
     manifest = run_build(config)
     if manifest["rejected"] and not config.allow_failures:
-        print(f"imgpipe: {len(manifest['rejected'])} artifact(s) failed a release gate and were not published "
-              f"(see {config.out / 'report.md'}); pass --allow-failures to exit 0", file=sys.stderr)
+        print(
+            f"imgpipe: {len(manifest['rejected'])} artifact(s) failed a release gate and were not published "
+            f"(see {config.out / 'report.md'}); pass --allow-failures to exit 0",
+            file=sys.stderr,
+        )
         return GATE_FAILURE_EXIT_CODE
     return 0
 
@@ -150,11 +193,21 @@ def build_config_from_args(args):
         config.backbone, config.train = EMBEDDED_BACKBONE, EMBEDDED_TRAINING
     if file_data:
         apply_config_file(config, file_data, args.config)
-    config.backbone = replace(config.backbone, **_given(args, arch="arch", alpha="alpha",
-                                                        image_size="image_size", weights="weights"))
-    config.train = replace(config.train, **_given(
-        args, epochs="epochs", fine_tune_epochs="fine_tune_epochs", fine_tune_layers="fine_tune_layers",
-        batch_size="batch_size", learning_rate="learning_rate", seed="seed"))
+    config.backbone = replace(
+        config.backbone, **_given(args, arch="arch", alpha="alpha", image_size="image_size", weights="weights")
+    )
+    config.train = replace(
+        config.train,
+        **_given(
+            args,
+            epochs="epochs",
+            fine_tune_epochs="fine_tune_epochs",
+            fine_tune_layers="fine_tune_layers",
+            batch_size="batch_size",
+            learning_rate="learning_rate",
+            seed="seed",
+        ),
+    )
     config.export = replace(config.export, **_given(args, io_type="io_type", palette_bits="palette_bits"))
     config.prune = replace(config.prune, **_given(args, target_sparsity="sparsity", epochs="prune_epochs"))
     config.qat = replace(config.qat, **_given(args, epochs="qat_epochs"))
@@ -173,8 +226,13 @@ def build_config_from_args(args):
     config.targets = list(dict.fromkeys(config.targets + list(config.variant_choices)))
     if args.optimize:
         config.optimize = list(dict.fromkeys(args.optimize))
-    config.gates.command_line = _given(args, max_accuracy_drop="max_accuracy_drop", min_accuracy="min_accuracy",
-                                       max_bytes="max_bytes", max_latency_ms="max_latency_ms")
+    config.gates.command_line = _given(
+        args,
+        max_accuracy_drop="max_accuracy_drop",
+        min_accuracy="min_accuracy",
+        max_bytes="max_bytes",
+        max_latency_ms="max_latency_ms",
+    )
     config.allow_failures = config.allow_failures or args.allow_failures
     return config
 

@@ -51,7 +51,9 @@ class BuildConfig:
             spec = get_format(name)
             for v in chosen:
                 if v not in spec.variants:
-                    raise ConfigError(f"unknown {name} variant '{v}'; valid {name} variants: {', '.join(spec.variants)}")
+                    raise ConfigError(
+                        f"unknown {name} variant '{v}'; valid {name} variants: {', '.join(spec.variants)}"
+                    )
         for opt in self.optimize:
             if opt not in OPTIMIZATIONS:
                 raise ConfigError(f"unknown optimization '{opt}'; valid: {', '.join(OPTIMIZATIONS)}")
@@ -60,8 +62,11 @@ class BuildConfig:
 
     def variants(self) -> list[tuple[str, str]]:
         """(format, variant) pairs to build from the float model, in a stable order."""
-        return [(name, v) for name in self.targets
-                for v in self.variant_choices.get(name) or [get_format(name).default_variant]]
+        return [
+            (name, v)
+            for name in self.targets
+            for v in self.variant_choices.get(name) or [get_format(name).default_variant]
+        ]
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -46,8 +46,11 @@ def apply_config_file(config: BuildConfig, data: dict, path: Path) -> BuildConfi
 
 
 def _section_names(config: BuildConfig) -> set[str]:
-    return {f.name for f in dataclasses.fields(config)
-            if dataclasses.is_dataclass(getattr(config, f.name)) and f.name != "gates"}
+    return {
+        f.name
+        for f in dataclasses.fields(config)
+        if dataclasses.is_dataclass(getattr(config, f.name)) and f.name != "gates"
+    }
 
 
 def _replace_checked(current, values: dict, where: str, path: Path):

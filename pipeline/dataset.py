@@ -31,8 +31,10 @@ class SplitFractions:
     def validate(self) -> None:
         values = (self.train, self.val, self.test)
         if any(v < 0 for v in values) or abs(sum(values) - 1.0) > 1e-6 or self.train <= 0:
-            raise ConfigError(f"--split {self.train} {self.val} {self.test}: fractions must be >= 0, "
-                              "train > 0, and add up to 1 (e.g. --split 0.8 0.1 0.1)")
+            raise ConfigError(
+                f"--split {self.train} {self.val} {self.test}: fractions must be >= 0, "
+                "train > 0, and add up to 1 (e.g. --split 0.8 0.1 0.1)"
+            )
 
 
 @dataclass(frozen=True)
@@ -72,12 +74,23 @@ class DatasetIndex:
         return {label: {s: c[(label, s)] for s in SPLITS} for label in self.labels}
 
     def summary(self) -> dict:
-        return {"root": str(self.root), "digest": self.digest, "images": len(self.entries),
-                "classes": len(self.labels), "counts": self.counts(), "problems": list(self.problems)}
+        return {
+            "root": str(self.root),
+            "digest": self.digest,
+            "images": len(self.entries),
+            "classes": len(self.labels),
+            "counts": self.counts(),
+            "problems": list(self.problems),
+        }
 
 
-def scan_dataset(root: Path, image_size: int, fractions: SplitFractions = SplitFractions(),
-                 allowed_labels: list[str] | None = None, progress=print) -> DatasetIndex:
+def scan_dataset(
+    root: Path,
+    image_size: int,
+    fractions: SplitFractions = SplitFractions(),
+    allowed_labels: list[str] | None = None,
+    progress=print,
+) -> DatasetIndex:
     """Find, decode and split every image under `root/<class>/`.
 
     `allowed_labels` (evaluation of an existing bundle) keeps the bundle's label order and makes any other
@@ -110,8 +123,7 @@ def scan_dataset(root: Path, image_size: int, fractions: SplitFractions = SplitF
     _check_class_sizes(root, labels, kept, allowed_labels is not None)
     relpaths = [f"{p.parent.name}/{p.name}" for p, _, _, _ in kept]
     splits = assign_splits(relpaths, [lab for _, lab, _, _ in kept], fractions)
-    entries = [ImageEntry(rel, lab, sha, split)
-               for rel, (_, lab, _, sha), split in zip(relpaths, kept, splits)]
+    entries = [ImageEntry(rel, lab, sha, split) for rel, (_, lab, _, sha), split in zip(relpaths, kept, splits)]
     problems.extend(_duplicate_problems(entries, labels))
     images = np.stack([px for _, _, px, _ in kept]) if kept else np.zeros((0, image_size, image_size, 3), np.uint8)
     return DatasetIndex(root, labels, entries, images, problems)
@@ -163,16 +175,22 @@ def _choose_labels(root: Path, files_by_class: dict[str, list[Path]], allowed: l
     if allowed is not None:
         unknown = sorted(set(files_by_class) - set(allowed))
         if unknown:
-            raise DatasetError(f"{root}: class folder(s) {', '.join(unknown)} are not among the model's labels "
-                               f"({', '.join(allowed)}); remove or rename them")
+            raise DatasetError(
+                f"{root}: class folder(s) {', '.join(unknown)} are not among the model's labels "
+                f"({', '.join(allowed)}); remove or rename them"
+            )
         return list(allowed)
     if len(files_by_class) < 2:
-        raise DatasetError(f"{root}: found {len(files_by_class)} class folder(s); a classifier needs at least 2 "
-                           "sub-folders, one per class, each holding that class's images")
+        raise DatasetError(
+            f"{root}: found {len(files_by_class)} class folder(s); a classifier needs at least 2 "
+            "sub-folders, one per class, each holding that class's images"
+        )
     empty = [name for name, files in files_by_class.items() if not files]
     if empty:
-        raise DatasetError(f"{root / empty[0]}: empty class folder (no .jpg/.jpeg/.png/.bmp/.gif/.webp files); "
-                           "add images or remove the folder")
+        raise DatasetError(
+            f"{root / empty[0]}: empty class folder (no .jpg/.jpeg/.png/.bmp/.gif/.webp files); "
+            "add images or remove the folder"
+        )
     return sorted(files_by_class)
 
 
@@ -184,8 +202,10 @@ def _check_class_sizes(root: Path, labels: list[str], kept, evaluating: bool) ->
         return
     for i, name in enumerate(labels):
         if counts[i] < 2:
-            raise DatasetError(f"{root / name}: {counts[i]} readable image(s); every class needs at least 2 "
-                               "(3 or more to appear in val and test); add images or remove the folder")
+            raise DatasetError(
+                f"{root / name}: {counts[i]} readable image(s); every class needs at least 2 "
+                "(3 or more to appear in val and test); add images or remove the folder"
+            )
 
 
 def _duplicate_problems(entries: list[ImageEntry], labels: list[str]) -> list[str]:
@@ -219,6 +239,7 @@ def _decode_one(path: Path, image_size: int):
 
 def write_split_file(index: DatasetIndex, path: Path) -> None:
     """The per-file split list, so a user can see exactly which images were held out."""
-    rows = [{"path": e.relpath, "label": index.labels[e.label], "split": e.split, "sha256": e.sha256}
-            for e in index.entries]
+    rows = [
+        {"path": e.relpath, "label": index.labels[e.label], "split": e.split, "sha256": e.sha256} for e in index.entries
+    ]
     path.write_text(json.dumps(rows, indent=1))

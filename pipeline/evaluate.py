@@ -29,24 +29,31 @@ def evaluate_bundle(bundle: Path, dataset: Path, progress=print) -> Evaluation:
     manifest = read_manifest(bundle)
     labels = manifest["labels"]
     preprocessing = Preprocessing.from_dict(manifest["preprocessing"])
-    index = scan_dataset(dataset, preprocessing.image_size, ALL_FOR_EVALUATION, allowed_labels=labels,
-                         progress=progress)
+    index = scan_dataset(
+        dataset, preprocessing.image_size, ALL_FOR_EVALUATION, allowed_labels=labels, progress=progress
+    )
     images, y_true = index.split("train")
     artifacts = [_artifact(bundle, e, labels, preprocessing) for e in manifest["artifacts"]]
     reference_artifact = next((a for a in artifacts if a.variant in ("fp32",) and a.source == "float"), None)
     reference_probs = None
     if reference_artifact is not None:
         from imgpipe.exporters.registry import get_format
+
         runner = get_format(reference_artifact.format).load().open_runner(reference_artifact.path, preprocessing)
         reference_probs = predict_batched(runner, images)
     entries = []
     for artifact in artifacts:
         progress(f"evaluating {artifact.name} on {len(images)} images ...")
         v = verify_artifact(artifact, images, y_true, labels, reference_probs, None)
-        entry = {"format": artifact.format, "variant": artifact.variant, "source": artifact.source,
-                 "path": artifact.path.relative_to(bundle).as_posix(), "bytes": v.metrics["bytes"],
-                 "gzip_bytes": v.metrics["gzip_bytes"],
-                 "metrics": {k: val for k, val in v.metrics.items() if k not in ("bytes", "gzip_bytes")}}
+        entry = {
+            "format": artifact.format,
+            "variant": artifact.variant,
+            "source": artifact.source,
+            "path": artifact.path.relative_to(bundle).as_posix(),
+            "bytes": v.metrics["bytes"],
+            "gzip_bytes": v.metrics["gzip_bytes"],
+            "metrics": {k: val for k, val in v.metrics.items() if k not in ("bytes", "gzip_bytes")},
+        }
         if v.unavailable_reason:
             entry["metrics_unavailable_reason"] = v.unavailable_reason
             entry["structural_checks"] = v.structural_checks
@@ -58,14 +65,25 @@ def _artifact(bundle: Path, entry: dict, labels, preprocessing) -> Artifact:
     path = bundle / entry["path"]
     if not path.exists():
         raise BundleError(f"{path}: listed in the manifest but missing; restore the bundle or rebuild it")
-    return Artifact(entry["format"], entry["variant"], path, labels, preprocessing, entry.get("source", "float"),
-                    entry.get("input_quantization"), entry.get("output_quantization"))
+    return Artifact(
+        entry["format"],
+        entry["variant"],
+        path,
+        labels,
+        preprocessing,
+        entry.get("source", "float"),
+        entry.get("input_quantization"),
+        entry.get("output_quantization"),
+    )
 
 
 def print_evaluation(result: Evaluation, as_json: bool) -> None:
     if as_json:
-        print(json.dumps({"dataset": result.dataset, "reference": result.reference, "artifacts": result.artifacts},
-                         indent=2))
+        print(
+            json.dumps(
+                {"dataset": result.dataset, "reference": result.reference, "artifacts": result.artifacts}, indent=2
+            )
+        )
         return
     print(format_table(artifact_rows(result.artifacts)))
     if result.reference:

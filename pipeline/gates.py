@@ -78,8 +78,14 @@ def evaluate_gates(limits: GateLimits, metrics: dict, structure_ok: bool = True)
     for gate, (value, ok) in measured.items():
         limit = getattr(limits, gate)
         if limit is not None:
-            checks.append({"gate": gate, "limit": limit, "value": value,
-                           "passed": None if value is None else bool(ok(value, limit))})
+            checks.append(
+                {
+                    "gate": gate,
+                    "limit": limit,
+                    "value": value,
+                    "passed": None if value is None else bool(ok(value, limit)),
+                }
+            )
     if not structure_ok:
         checks.append({"gate": "structural_checks", "limit": "all pass", "value": "failed", "passed": False})
     return GateResult(limits, checks)

@@ -61,9 +61,16 @@ class InspectResult:
         return BundleError(f"{self.bundle / first.path}: {first.issue}; {FIX}{more}")
 
     def to_dict(self) -> dict:
-        return {"bundle": str(self.bundle), "ok": self.ok, "model": self.model, "labels": self.labels,
-                "preprocessing": self.preprocessing, "artifacts": self.artifacts, "verified": self.verified,
-                "problems": [asdict(p) for p in self.problems]}
+        return {
+            "bundle": str(self.bundle),
+            "ok": self.ok,
+            "model": self.model,
+            "labels": self.labels,
+            "preprocessing": self.preprocessing,
+            "artifacts": self.artifacts,
+            "verified": self.verified,
+            "problems": [asdict(p) for p in self.problems],
+        }
 
 
 def inspect_bundle(bundle: Path) -> InspectResult:
@@ -79,23 +86,36 @@ def inspect_bundle(bundle: Path) -> InspectResult:
     zips = [folder for folder in PLATFORM_FOLDERS if (bundle / f"{folder}.zip").is_file()]
     for folder in zips:
         _check_zip(bundle, folder, sums, problems)
-    verified = ([f"{len(artifacts)} artifact checksums ({MANIFEST_NAME})"]
-                + ([f"{len(sums)} files ({SUMS_NAME})"] if sums is not None else [])
-                + [f"{folder}.zip" for folder in zips])
-    return InspectResult(bundle, manifest.get("model", {}), list(manifest["labels"]), manifest["preprocessing"],
-                         artifacts, verified, problems.items)
+    verified = (
+        [f"{len(artifacts)} artifact checksums ({MANIFEST_NAME})"]
+        + ([f"{len(sums)} files ({SUMS_NAME})"] if sums is not None else [])
+        + [f"{folder}.zip" for folder in zips]
+    )
+    return InspectResult(
+        bundle,
+        manifest.get("model", {}),
+        list(manifest["labels"]),
+        manifest["preprocessing"],
+        artifacts,
+        verified,
+        problems.items,
+    )
 
 
 def format_inspection(result: InspectResult) -> str:
     p = result.preprocessing
     size = p["image_size"]
-    lines = [f"bundle: {result.bundle}",
-             f"model: {result.model.get('name', '?')} {result.model.get('version', '')}".rstrip()
-             + (f" - {result.model['description']}" if result.model.get("description") else ""),
-             f"labels ({len(result.labels)}): {', '.join(result.labels)}",
-             f"input: {size}x{size} {p.get('channel_order', 'RGB')} {p.get('layout', 'NHWC')}, {p.get('resize', '')}; "
-             f"(pixel - {_same(p['mean'])}) / {_same(p['std'])}",
-             "", format_table(artifact_rows(result.artifacts)), ""]
+    lines = [
+        f"bundle: {result.bundle}",
+        f"model: {result.model.get('name', '?')} {result.model.get('version', '')}".rstrip()
+        + (f" - {result.model['description']}" if result.model.get("description") else ""),
+        f"labels ({len(result.labels)}): {', '.join(result.labels)}",
+        f"input: {size}x{size} {p.get('channel_order', 'RGB')} {p.get('layout', 'NHWC')}, {p.get('resize', '')}; "
+        f"(pixel - {_same(p['mean'])}) / {_same(p['std'])}",
+        "",
+        format_table(artifact_rows(result.artifacts)),
+        "",
+    ]
     lines += [f"  {'ok' if a['checksum_ok'] else 'CHANGED':<8} {a['path']}" for a in result.artifacts]
     lines.append(f"verified: {', '.join(result.verified)}")
     if result.ok:
@@ -133,8 +153,11 @@ def zip_platform_folders(bundle: Path) -> list[Path]:
 def _files(root: Path) -> list[str]:
     """Every file under `root` as a sorted POSIX relative path, hidden files left out: Finder's .DS_Store and
     editors' droppings are not bundle content."""
-    return sorted(p.relative_to(root).as_posix() for p in Path(root).rglob("*")
-                  if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    return sorted(
+        p.relative_to(root).as_posix()
+        for p in Path(root).rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
 
 
 class _Problems:

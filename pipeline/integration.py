@@ -38,16 +38,19 @@ def write_platform_readmes(bundle: Path, manifest: dict) -> list[Path]:
 
 def _default_entry(entries: list[dict], default_variant: str) -> dict:
     """The float default variant (`model.tflite`, `<Name>.mlpackage`, `model.onnx`) when the build made it."""
-    return next((e for e in entries if e["variant"] == default_variant and e.get("source", "float") == "float"),
-                entries[0])
+    return next(
+        (e for e in entries if e["variant"] == default_variant and e.get("source", "float") == "float"), entries[0]
+    )
 
 
 def _android(manifest: dict, main: dict, others: list[dict]) -> str:
     file = _name(main)
     size = manifest["preprocessing"]["image_size"]
-    carries = (f"`{file}` carries its labels and this normalization in its TFLite metadata, which ImageClassifier "
-               "reads (it refuses a float model without them); `labels.txt` lists the same labels for code that "
-               "does not read metadata.")
+    carries = (
+        f"`{file}` carries its labels and this normalization in its TFLite metadata, which ImageClassifier "
+        "reads (it refuses a float model without them); `labels.txt` lists the same labels for code that "
+        "does not read metadata."
+    )
     kotlin = f"""\
 import android.content.Context
 import android.graphics.Bitmap
@@ -74,15 +77,30 @@ fun ImageClassifier.topLabels(bitmap: Bitmap): List<Pair<String, Float>> {{
     return classify(image).classificationResult().classifications()[0].categories()
         .map {{ it.categoryName() to it.score() }}
 }}"""
-    return "\n".join([
-        f"# Android: {_title(manifest)}", "",
-        _summary(manifest, main), "", carries, "",
-        f"1. Copy `{file}` into `app/src/main/assets/`.",
-        "2. Add MediaPipe Tasks to `app/build.gradle.kts` (any 0.10.x release reads this metadata):",
-        "", "```kotlin", 'dependencies { implementation("com.google.mediapipe:tasks-vision:0.10.14") }', "```",
-        "", "3. Classify (call `close()` on the classifier when done):", "", "```kotlin", kotlin, "```",
-        *_other_variants(others, "the same code with the other file name"), "",
-    ])
+    return "\n".join(
+        [
+            f"# Android: {_title(manifest)}",
+            "",
+            _summary(manifest, main),
+            "",
+            carries,
+            "",
+            f"1. Copy `{file}` into `app/src/main/assets/`.",
+            "2. Add MediaPipe Tasks to `app/build.gradle.kts` (any 0.10.x release reads this metadata):",
+            "",
+            "```kotlin",
+            'dependencies { implementation("com.google.mediapipe:tasks-vision:0.10.14") }',
+            "```",
+            "",
+            "3. Classify (call `close()` on the classifier when done):",
+            "",
+            "```kotlin",
+            kotlin,
+            "```",
+            *_other_variants(others, "the same code with the other file name"),
+            "",
+        ]
+    )
 
 
 def _ios(manifest: dict, main: dict, others: list[dict]) -> str:
@@ -116,17 +134,33 @@ func classify(_ image: CGImage, orientation: CGImagePropertyOrientation = .up,
         .map {{ (label: $0.identifier, confidence: $0.confidence) }}
 }}"""
     unmeasured = main.get("metrics_unavailable_reason")
-    return "\n".join([
-        f"# iOS: {_title(manifest)}", "",
-        _summary(manifest, main) + (f" Needs {_deployment(target)} or later." if target else ""),
-        "",
-        "The model normalizes pixels itself (image input scale/bias), so Vision hands it the photo as is.", "",
-        f"1. Drag `{file}` into your Xcode project (target membership on).",
-        "2. Classify:", "", "```swift", swift, "```",
-        *(["", f"Its accuracy was not measured when the bundle was built: {unmeasured}. "
-           "Run `imgpipe evaluate` on a Mac for it."] if unmeasured else []),
-        *_other_variants(others, "the generated class is named after the file"), "",
-    ])
+    return "\n".join(
+        [
+            f"# iOS: {_title(manifest)}",
+            "",
+            _summary(manifest, main) + (f" Needs {_deployment(target)} or later." if target else ""),
+            "",
+            "The model normalizes pixels itself (image input scale/bias), so Vision hands it the photo as is.",
+            "",
+            f"1. Drag `{file}` into your Xcode project (target membership on).",
+            "2. Classify:",
+            "",
+            "```swift",
+            swift,
+            "```",
+            *(
+                [
+                    "",
+                    f"Its accuracy was not measured when the bundle was built: {unmeasured}. "
+                    "Run `imgpipe evaluate` on a Mac for it.",
+                ]
+                if unmeasured
+                else []
+            ),
+            *_other_variants(others, "the generated class is named after the file"),
+            "",
+        ]
+    )
 
 
 def _onnx(manifest: dict, main: dict, others: list[dict]) -> str:
@@ -155,23 +189,33 @@ def classify(path, top_k={MAX_RESULTS}):
     (probs,) = session.run(None, {{"{INPUT_NAME}": x[None]}})  # NHWC float32; the batch size is free
     best = np.argsort(-probs[0])[:top_k]
     return [(labels[i], float(probs[0][i])) for i in best]"""
-    return "\n".join([
-        f"# ONNX: {_title(manifest)}", "",
-        _summary(manifest, main), "",
-        f"Input `{INPUT_NAME}`: float32 NHWC (batch, {size}, {size}, 3), already normalized; output: the class "
-        "probabilities. Labels and preprocessing are also stored in the model's `metadata_props`.", "",
-        "```python", python, "```",
-        *_other_variants(others, "the same code with the other file name"), "",
-    ])
+    return "\n".join(
+        [
+            f"# ONNX: {_title(manifest)}",
+            "",
+            _summary(manifest, main),
+            "",
+            f"Input `{INPUT_NAME}`: float32 NHWC (batch, {size}, {size}, 3), already normalized; output: the class "
+            "probabilities. Labels and preprocessing are also stored in the model's `metadata_props`.",
+            "",
+            "```python",
+            python,
+            "```",
+            *_other_variants(others, "the same code with the other file name"),
+            "",
+        ]
+    )
 
 
 def _summary(manifest: dict, entry: dict) -> str:
     p = manifest["preprocessing"]
     labels = manifest["labels"]
-    return (f"`{_name(entry)}` ({entry['variant']}, {_mb(entry.get('bytes'))}) classifies a photo into "
-            f"{len(labels)} labels: {', '.join(f'`{label}`' for label in labels)}. Input: RGB "
-            f"{p['image_size']}x{p['image_size']}, the whole image resized (no crop), then "
-            f"(pixel - {_same(p['mean'])}) / {_same(p['std'])}.")
+    return (
+        f"`{_name(entry)}` ({entry['variant']}, {_mb(entry.get('bytes'))}) classifies a photo into "
+        f"{len(labels)} labels: {', '.join(f'`{label}`' for label in labels)}. Input: RGB "
+        f"{p['image_size']}x{p['image_size']}, the whole image resized (no crop), then "
+        f"(pixel - {_same(p['mean'])}) / {_same(p['std'])}."
+    )
 
 
 def _other_variants(others: list[dict], how: str) -> list[str]:

@@ -14,8 +14,18 @@ from imgpipe.errors import BundleError
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
-LIBRARIES = ("tensorflow", "tf_keras", "tensorflow-model-optimization", "ai-edge-litert", "onnx", "tf2onnx",
-             "onnxruntime", "coremltools", "numpy", "pillow")
+LIBRARIES = (
+    "tensorflow",
+    "tf_keras",
+    "tensorflow-model-optimization",
+    "ai-edge-litert",
+    "onnx",
+    "tf2onnx",
+    "onnxruntime",
+    "coremltools",
+    "numpy",
+    "pillow",
+)
 
 
 def library_versions() -> dict[str, str | None]:
@@ -29,8 +39,14 @@ def library_versions() -> dict[str, str | None]:
 
 
 def environment() -> dict:
-    return {"python": platform.python_version(), "platform": platform.platform(), "machine": platform.machine(),
-            "processor": platform.processor() or None, "cpu": _cpu_model(), "cpu_count": os.cpu_count()}
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor": platform.processor() or None,
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+    }
 
 
 def _cpu_model() -> str | None:
@@ -47,15 +63,34 @@ def _cpu_model() -> str | None:
 def artifact_entry(verification, bundle_root: Path) -> dict:
     a = verification.artifact
     m = verification.metrics
-    metrics = {k: m.get(k) for k in ("accuracy", "accuracy_drop", "macro_f1", "log_loss", "agreement",
-                                      "max_abs_prob_diff", "latency_ms_p50", "latency_ms_p95", "per_class_accuracy",
-                                      "confusion_matrix", "samples")}
+    metrics = {
+        k: m.get(k)
+        for k in (
+            "accuracy",
+            "accuracy_drop",
+            "macro_f1",
+            "log_loss",
+            "agreement",
+            "max_abs_prob_diff",
+            "latency_ms_p50",
+            "latency_ms_p95",
+            "per_class_accuracy",
+            "confusion_matrix",
+            "samples",
+        )
+    }
     entry = {
-        "format": a.format, "variant": a.variant, "source": a.source,
+        "format": a.format,
+        "variant": a.variant,
+        "source": a.source,
         "path": a.path.relative_to(bundle_root).as_posix(),
-        "bytes": a.bytes, "gzip_bytes": m.get("gzip_bytes"), "sha256": a.sha256,
-        "input_quantization": a.input_quantization, "output_quantization": a.output_quantization,
-        "details": a.details, "metrics": metrics,
+        "bytes": a.bytes,
+        "gzip_bytes": m.get("gzip_bytes"),
+        "sha256": a.sha256,
+        "input_quantization": a.input_quantization,
+        "output_quantization": a.output_quantization,
+        "details": a.details,
+        "metrics": metrics,
     }
     if verification.unavailable_reason:
         entry["metrics_unavailable_reason"] = verification.unavailable_reason
@@ -76,8 +111,12 @@ def read_manifest(bundle: Path) -> dict:
     try:
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise BundleError(f"{path}: manifest is not valid JSON ({e.msg} at line {e.lineno}); rebuild the bundle") from None
+        raise BundleError(
+            f"{path}: manifest is not valid JSON ({e.msg} at line {e.lineno}); rebuild the bundle"
+        ) from None
     if manifest.get("schema_version") != SCHEMA_VERSION:
-        raise BundleError(f"{path}: manifest schema_version {manifest.get('schema_version')!r} is not "
-                          f"{SCHEMA_VERSION}; rebuild the bundle with this imgpipe ({__version__})")
+        raise BundleError(
+            f"{path}: manifest schema_version {manifest.get('schema_version')!r} is not "
+            f"{SCHEMA_VERSION}; rebuild the bundle with this imgpipe ({__version__})"
+        )
     return manifest

@@ -17,8 +17,7 @@ def classification_metrics(probs: np.ndarray, y_true: np.ndarray, labels: list[s
     with np.errstate(divide="ignore", invalid="ignore"):
         recall = np.where(support > 0, tp / np.maximum(support, 1), np.nan)
         precision = np.where(predicted > 0, tp / np.maximum(predicted, 1), 0.0)
-        f1 = np.where(precision + np.nan_to_num(recall) > 0,
-                      2 * precision * recall / (precision + recall), 0.0)
+        f1 = np.where(precision + np.nan_to_num(recall) > 0, 2 * precision * recall / (precision + recall), 0.0)
     present = support > 0
     eps = 1e-7
     picked = np.clip(probs[np.arange(len(y_true)), y_true], eps, 1.0)

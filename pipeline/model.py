@@ -63,14 +63,17 @@ def build_backbone(spec: BackboneSpec, inputs):
             base = apps.MobileNetV3Large(alpha=spec.alpha, include_preprocessing=False, **common)
     except ValueError as e:
         if spec.weights not in ("imagenet", "none"):
-            raise WeightsError(f"{spec.weights}: does not fit {spec.arch} alpha {spec.alpha} ({e}); "
-                               "pass the no-top .h5 made for this architecture and alpha") from None
+            raise WeightsError(
+                f"{spec.weights}: does not fit {spec.arch} alpha {spec.alpha} ({e}); "
+                "pass the no-top .h5 made for this architecture and alpha"
+            ) from None
         raise ConfigError(f"{spec.arch} alpha {spec.alpha} at {spec.image_size}px: {e}") from None
     except Exception as e:  # Keras' download raises a plain Exception("URL fetch failure ...")
         if spec.weights == "imagenet" and ("fetch" in str(e).lower() or "url" in str(e).lower()):
             raise WeightsError(
                 f"could not download ImageNet weights for {spec.arch} alpha {spec.alpha} ({_first_line(e)}); "
-                "offline, pass --weights PATH to a Keras no-top .h5 file (or --weights none)") from None
+                "offline, pass --weights PATH to a Keras no-top .h5 file (or --weights none)"
+            ) from None
         raise
     return base.output
 

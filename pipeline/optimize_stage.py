@@ -24,5 +24,8 @@ def optimize_model(name: str, model, data, preprocessing, config: BuildConfig, l
 def variants_for_source(config: BuildConfig, source: str) -> list[tuple[str, str]]:
     if source != "qat":
         return config.variants()
-    return [(fmt, QAT_VARIANTS[fmt]) for fmt in config.targets if fmt in QAT_VARIANTS
-            and QAT_VARIANTS[fmt] in get_format(fmt).variants]
+    return [
+        (fmt, QAT_VARIANTS[fmt])
+        for fmt in config.targets
+        if fmt in QAT_VARIANTS and QAT_VARIANTS[fmt] in get_format(fmt).variants
+    ]

@@ -39,11 +39,25 @@ def tradeoff_plot(entries: list[dict], cost_key: str, cost_label: str, scale: fl
         if e.get("gates", {}).get("passed") is False:
             ax.scatter(x, y, s=60, marker="x", color="tab:red", zorder=3)
         else:
-            ax.scatter(x, y, s=60, marker="o", color="tab:blue", edgecolors="black" if i in front else "none",
-                       linewidths=1.5, zorder=3)
+            ax.scatter(
+                x,
+                y,
+                s=60,
+                marker="o",
+                color="tab:blue",
+                edgecolors="black" if i in front else "none",
+                linewidths=1.5,
+                zorder=3,
+            )
         ax.annotate(_label(e), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
-    ax.plot([points[i][0] for i in front], [points[i][1] for i in front], "--", color="tab:green",
-            label="Pareto front", zorder=2)
+    ax.plot(
+        [points[i][0] for i in front],
+        [points[i][1] for i in front],
+        "--",
+        color="tab:green",
+        label="Pareto front",
+        zorder=2,
+    )
     ax.set_xlim(left=0, right=max(x for x, _ in points) * 1.25)  # from zero: the ratios between artifacts show
     ax.set_xlabel(cost_label)
     ax.set_ylabel("test accuracy (%)")
@@ -77,8 +91,7 @@ def confusion_plot(matrix: list[list[int]], labels: list[str]) -> bytes:
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     for (r, c), v in np.ndenumerate(m):
-        ax.text(c, r, str(v), ha="center", va="center", fontsize=8,
-                color="white" if v > m.max() / 2 else "black")
+        ax.text(c, r, str(v), ha="center", va="center", fontsize=8, color="white" if v > m.max() / 2 else "black")
     return _png(fig, plt)
 
 

@@ -41,8 +41,7 @@ class _Loaded:
     labels: list[str]
 
 
-def predict(target: Path, images: list[Path], top_k: int = 3,
-            warn: Callable[[str], None] | None = None) -> list[dict]:
+def predict(target: Path, images: list[Path], top_k: int = 3, warn: Callable[[str], None] | None = None) -> list[dict]:
     """Top-k labels for every image; `warn` receives one line per skipped file (default: stderr)."""
     warn = warn or _to_stderr
     if top_k < 1:
@@ -53,15 +52,16 @@ def predict(target: Path, images: list[Path], top_k: int = 3,
     results, skipped = [], []
     for start in range(0, len(files), BATCH):
         chunk, pixels = [], []
-        for path, explicit in files[start:start + BATCH]:
+        for path, explicit in files[start : start + BATCH]:
             try:
                 pixels.append(load_image(path, size))
                 chunk.append(path)
             except Exception as e:  # PIL raises many types for broken files
                 message = f"{path}: cannot read as an image ({_reason(e)})"
                 if explicit:
-                    raise ImageError(f"{message}; check the file or pass a readable "
-                                     f"{'/'.join(sorted(IMAGE_SUFFIXES))} image") from None
+                    raise ImageError(
+                        f"{message}; check the file or pass a readable {'/'.join(sorted(IMAGE_SUFFIXES))} image"
+                    ) from None
                 warn(f"warning: {message}; skipped")
                 skipped.append(message)
         if chunk:
@@ -88,11 +88,18 @@ def _expand(paths: list[Path]) -> list[tuple[Path, bool]]:
     files: dict[Path, bool] = {}
     for path in map(Path, paths):
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                           and not any(part.startswith(".") for part in p.relative_to(path).parts))
+            found = sorted(
+                p
+                for p in path.rglob("*")
+                if p.is_file()
+                and p.suffix.lower() in IMAGE_SUFFIXES
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )
             if not found:
-                raise ImageError(f"{path}: no image files inside (looked for {', '.join(sorted(IMAGE_SUFFIXES))} "
-                                 "in every sub-folder)")
+                raise ImageError(
+                    f"{path}: no image files inside (looked for {', '.join(sorted(IMAGE_SUFFIXES))} "
+                    "in every sub-folder)"
+                )
             for p in found:
                 files.setdefault(p, False)
         elif path.is_file():
@@ -104,8 +111,10 @@ def _expand(paths: list[Path]) -> list[tuple[Path, bool]]:
 
 def _load(target: Path) -> _Loaded:
     if not target.exists():
-        raise ConfigError(f"{target}: no such file or folder; pass a .tflite, .onnx or .mlpackage model "
-                          "or a bundle folder (OUT/bundle)")
+        raise ConfigError(
+            f"{target}: no such file or folder; pass a .tflite, .onnx or .mlpackage model "
+            "or a bundle folder (OUT/bundle)"
+        )
     if target.is_dir() and not any(target.name.endswith(s.suffix) for s in FORMATS.values()):
         return _load_from_bundle(target)
     return _load_file(target)
@@ -118,19 +127,23 @@ def _load_from_bundle(bundle: Path) -> _Loaded:
     for entry in _by_preference(manifest["artifacts"]):
         path = bundle / entry["path"]
         if not path.exists():
-            raise BundleError(f"{path}: listed in {bundle / MANIFEST_NAME} but missing; "
-                                "restore the bundle or rebuild it")
+            raise BundleError(
+                f"{path}: listed in {bundle / MANIFEST_NAME} but missing; restore the bundle or rebuild it"
+            )
         spec = FORMATS[entry["format"]]
         runner = spec.load().open_runner(path, preprocessing)
         if runner.can_predict:
             return _Loaded(runner, preprocessing, spec, entry["path"], list(manifest["labels"]))
         reasons.append(f"{entry['path']}: {runner.unavailable_reason}")
-    raise ArtifactError(f"{bundle}: no artifact in this bundle can predict on this machine "
-                        f"({'; '.join(reasons) or 'it lists none'}); use a bundle built with tflite or onnx targets")
+    raise ArtifactError(
+        f"{bundle}: no artifact in this bundle can predict on this machine "
+        f"({'; '.join(reasons) or 'it lists none'}); use a bundle built with tflite or onnx targets"
+    )
 
 
 def _by_preference(entries: list[dict]) -> list[dict]:
     """Float default variants first (the reference numbers), then by format preference, then manifest order."""
+
     def rank(item):
         i, e = item
         spec = FORMATS.get(e["format"])
@@ -149,16 +162,21 @@ def _load_file(path: Path) -> _Loaded:
     if not labels or preprocessing is None:
         manifest = _enclosing_manifest(path)
         if manifest is None:
-            missing = " and ".join(name for name, absent in (("labels", not labels),
-                                                              ("preprocessing", preprocessing is None)) if absent)
-            raise ArtifactError(f"{path}: no {missing} embedded in the file and no {MANIFEST_NAME} beside it; "
-                                "predict with its bundle folder, or keep the file inside its bundle")
+            missing = " and ".join(
+                name for name, absent in (("labels", not labels), ("preprocessing", preprocessing is None)) if absent
+            )
+            raise ArtifactError(
+                f"{path}: no {missing} embedded in the file and no {MANIFEST_NAME} beside it; "
+                "predict with its bundle folder, or keep the file inside its bundle"
+            )
         labels = labels or list(manifest["labels"])
         preprocessing = preprocessing or Preprocessing.from_dict(manifest["preprocessing"])
     runner = module.open_runner(path, preprocessing)
     if not runner.can_predict:
-        raise ArtifactError(f"{path}: {runner.unavailable_reason}; run `imgpipe predict` on a Mac, or pass the "
-                            "bundle's .tflite or .onnx model")
+        raise ArtifactError(
+            f"{path}: {runner.unavailable_reason}; run `imgpipe predict` on a Mac, or pass the "
+            "bundle's .tflite or .onnx model"
+        )
     return _Loaded(runner, preprocessing, spec, str(path), list(labels))
 
 
@@ -172,13 +190,21 @@ def _enclosing_manifest(path: Path) -> dict | None:
 
 def _top_k(loaded: _Loaded, paths: list[Path], probs: np.ndarray, k: int) -> list[dict]:
     if probs.shape[1] != len(loaded.labels):
-        raise ArtifactError(f"{loaded.name}: the model outputs {probs.shape[1]} scores but has "
-                            f"{len(loaded.labels)} labels; rebuild the bundle")
+        raise ArtifactError(
+            f"{loaded.name}: the model outputs {probs.shape[1]} scores but has "
+            f"{len(loaded.labels)} labels; rebuild the bundle"
+        )
     results = []
     for path, p in zip(paths, probs):
         best = np.argsort(-p, kind="stable")[:k]
-        results.append({"image": str(path), "artifact": loaded.name, "format": loaded.spec.name,
-                        "top_k": [{"label": loaded.labels[i], "score": float(p[i])} for i in best]})
+        results.append(
+            {
+                "image": str(path),
+                "artifact": loaded.name,
+                "format": loaded.spec.name,
+                "top_k": [{"label": loaded.labels[i], "score": float(p[i])} for i in best],
+            }
+        )
     return results
 
 

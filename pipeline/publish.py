@@ -63,7 +63,7 @@ def _make_readable(root: Path) -> None:
 def remove_stale_staging(out: Path) -> None:
     """Staging folders left by a build that was killed (SIGKILL skips cleanup); a running build's are kept."""
     for p in Path(out).glob(STAGING_PREFIX + "*") if Path(out).is_dir() else []:
-        pid = p.name[len(STAGING_PREFIX):].split("-")[0]
+        pid = p.name[len(STAGING_PREFIX) :].split("-")[0]
         if pid.isdigit() and not _alive(int(pid)):
             shutil.rmtree(p, ignore_errors=True)
 

@@ -4,23 +4,46 @@ from __future__ import annotations
 
 from pathlib import Path
 
-COLUMNS = ("artifact", "accuracy", "drop", "macro-F1", "agree", "max|Δp|", "bytes", "gzip", "p50 ms", "p95 ms",
-           "gate")
+COLUMNS = ("artifact", "accuracy", "drop", "macro-F1", "agree", "max|Δp|", "bytes", "gzip", "p50 ms", "p95 ms", "gate")
 
 
 def artifact_rows(entries: list[dict], reference: dict | None = None) -> list[list[str]]:
     """One row per artifact (manifest entries), plus the float Keras reference when given."""
     rows = []
     if reference is not None:
-        rows.append(["keras:float (reference)", _pct(reference.get("accuracy")), "", _num(reference.get("macro_f1")),
-                     "", "", "", "", "", "", ""])
+        rows.append(
+            [
+                "keras:float (reference)",
+                format_percent(reference.get("accuracy")),
+                "",
+                _num(reference.get("macro_f1")),
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+            ]
+        )
     for e in entries:
         m = e.get("metrics", {})
         name = f"{e['format']}:{e['variant']}" + ("" if e.get("source", "float") == "float" else f" ({e['source']})")
-        rows.append([name, _pct(m.get("accuracy")), _drop(m.get("accuracy_drop")), _num(m.get("macro_f1")),
-                     _pct(m.get("agreement")), _sci(m.get("max_abs_prob_diff")), _bytes(e.get("bytes")),
-                     _bytes(e.get("gzip_bytes")), _ms(m.get("latency_ms_p50")), _ms(m.get("latency_ms_p95")),
-                     _gate(e)])
+        rows.append(
+            [
+                name,
+                format_percent(m.get("accuracy")),
+                format_points(m.get("accuracy_drop")),
+                _num(m.get("macro_f1")),
+                format_percent(m.get("agreement")),
+                _sci(m.get("max_abs_prob_diff")),
+                _bytes(e.get("bytes")),
+                _bytes(e.get("gzip_bytes")),
+                format_ms(m.get("latency_ms_p50")),
+                format_ms(m.get("latency_ms_p95")),
+                _gate(e),
+            ]
+        )
     return rows
 
 
@@ -54,9 +77,12 @@ def unavailable_notes(entries: list[dict]) -> list[str]:
             checks = e.get("structural_checks") or {}
             passed = sum(bool(v) for v in checks.values())
             failed = [k for k, v in checks.items() if not v]
-            notes.append(f"{e['format']}:{e['variant']}: accuracy and latency not measured: {reason}. "
-                         f"Structural checks: {passed}/{len(checks)} passed"
-                         + (f" (failed: {', '.join(failed)})" if failed else "") + ".")
+            notes.append(
+                f"{e['format']}:{e['variant']}: accuracy and latency not measured: {reason}. "
+                f"Structural checks: {passed}/{len(checks)} passed"
+                + (f" (failed: {', '.join(failed)})" if failed else "")
+                + "."
+            )
     return notes
 
 
@@ -65,40 +91,65 @@ def write_markdown_report(path: Path, manifest: dict) -> None:
     ds = manifest["dataset"]
     cfg = manifest["config"]
     keras_metrics = manifest["reference"]["metrics"]
-    lines = [f"# imgpipe build report: {manifest['model']['name']}", "",
-             f"imgpipe {manifest['imgpipe_version']}, built {manifest['created']}.", "",
-             "## Artifacts", "",
-             f"Measured on the test split ({keras_metrics.get('samples')} images) with each format's own runtime; "
-             "agreement and max|Δp| compare with the float Keras model; latency is one image, "
-             f"{cfg['latency']['threads']} thread(s), after warm-up.", "",
-             markdown_table(artifact_rows(entries, keras_metrics)), ""]
+    lines = [
+        f"# imgpipe build report: {manifest['model']['name']}",
+        "",
+        f"imgpipe {manifest['imgpipe_version']}, built {manifest['created']}.",
+        "",
+        "## Artifacts",
+        "",
+        f"Measured on the test split ({keras_metrics.get('samples')} images) with each format's own runtime; "
+        "agreement and max|Δp| compare with the float Keras model; latency is one image, "
+        f"{cfg['latency']['threads']} thread(s), after warm-up.",
+        "",
+        markdown_table(artifact_rows(entries, keras_metrics)),
+        "",
+    ]
     lines += [f"- {n}" for n in unavailable_notes(entries)]
-    lines += ["", "## Dataset", "", f"- folder: `{ds['root']}`", f"- digest: `{ds['digest']}`",
-              f"- {ds['images']} images, {ds['classes']} classes", "",
-              "| class | train | val | test |", "|---|---|---|---|"]
+    lines += [
+        "",
+        "## Dataset",
+        "",
+        f"- folder: `{ds['root']}`",
+        f"- digest: `{ds['digest']}`",
+        f"- {ds['images']} images, {ds['classes']} classes",
+        "",
+        "| class | train | val | test |",
+        "|---|---|---|---|",
+    ]
     lines += [f"| {label} | {c['train']} | {c['val']} | {c['test']} |" for label, c in ds["counts"].items()]
     if ds["problems"]:
         lines += ["", "Problems found:"] + [f"- {p}" for p in ds["problems"]]
     lines += ["", "## Float model on the test split", "", "| class | accuracy |", "|---|---|"]
-    lines += [f"| {k} | {_pct(v)} |" for k, v in keras_metrics["per_class_accuracy"].items()]
-    lines += ["", "Confusion matrix (rows: true class, columns: predicted):", "",
-              "| | " + " | ".join(manifest["labels"]) + " |", "|---|" + "---|" * len(manifest["labels"])]
+    lines += [f"| {k} | {format_percent(v)} |" for k, v in keras_metrics["per_class_accuracy"].items()]
+    lines += [
+        "",
+        "Confusion matrix (rows: true class, columns: predicted):",
+        "",
+        "| | " + " | ".join(manifest["labels"]) + " |",
+        "|---|" + "---|" * len(manifest["labels"]),
+    ]
     for label, row in zip(manifest["labels"], keras_metrics["confusion_matrix"]):
         lines.append(f"| {label} | " + " | ".join(str(v) for v in row) + " |")
     b = cfg["backbone"]
-    lines += ["", "## Model and training", "",
-              f"- backbone: {b['arch']} alpha {b['alpha']} at {b['image_size']}px, weights `{b['weights']}`",
-              f"- preprocessing: {manifest['preprocessing']['resize']}; (pixel - {manifest['preprocessing']['mean']}) / "
-              f"{manifest['preprocessing']['std']}, {manifest['preprocessing']['channel_order']}",
-              f"- stage timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in manifest["timings"].items()), ""]
+    lines += [
+        "",
+        "## Model and training",
+        "",
+        f"- backbone: {b['arch']} alpha {b['alpha']} at {b['image_size']}px, weights `{b['weights']}`",
+        f"- preprocessing: {manifest['preprocessing']['resize']}; (pixel - {manifest['preprocessing']['mean']}) / "
+        f"{manifest['preprocessing']['std']}, {manifest['preprocessing']['channel_order']}",
+        "- stage timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in manifest["timings"].items()),
+        "",
+    ]
     path.write_text("\n".join(lines) + "\n")
 
 
-def _pct(v):
+def format_percent(v):
     return "" if v is None else f"{100 * v:.1f}%"
 
 
-def _drop(v):
+def format_points(v):
     return "" if v is None else f"{100 * v:+.1f} pt"
 
 
@@ -110,7 +161,7 @@ def _sci(v):
     return "" if v is None else f"{v:.1e}"
 
 
-def _ms(v):
+def format_ms(v):
     return "n/a" if v is None else f"{v:.2f}"
 
 

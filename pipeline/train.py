@@ -50,8 +50,16 @@ class TrainResult:
     bottlenecks_computed: int = 0
 
 
-def train_classifier(spec: BackboneSpec, config: TrainConfig, data: SplitData, num_classes: int,
-                     preprocessing: Preprocessing, cache_dir: Path, log_dir: Path, progress=print) -> TrainResult:
+def train_classifier(
+    spec: BackboneSpec,
+    config: TrainConfig,
+    data: SplitData,
+    num_classes: int,
+    preprocessing: Preprocessing,
+    cache_dir: Path,
+    log_dir: Path,
+    progress=print,
+) -> TrainResult:
     tf, keras = load_tensorflow()
     keras.utils.set_random_seed(config.seed)
     model = build_classifier(spec, num_classes, dropout=config.dropout)
@@ -59,8 +67,9 @@ def train_classifier(spec: BackboneSpec, config: TrainConfig, data: SplitData, n
     if spec.pretrained:
         _train_head_on_bottlenecks(model, spec, config, data, preprocessing, cache_dir, log_dir, result, progress)
         if config.fine_tune_epochs > 0:
-            _fine_tune(model, config, data, preprocessing, log_dir, result, progress,
-                       trainable_top=config.fine_tune_layers)
+            _fine_tune(
+                model, config, data, preprocessing, log_dir, result, progress, trainable_top=config.fine_tune_layers
+            )
     else:
         _set_batchnorm_momentum(model, 0.9)  # Keras' 0.999 leaves BN statistics stale in short from-scratch runs
         progress("weights none: training every layer from random initialisation")
@@ -73,10 +82,14 @@ def _train_head_on_bottlenecks(model, spec, config, data, preprocessing, cache_d
     extractor = feature_extractor(model)
     key = model_key(spec, preprocessing)
     start = time.perf_counter()
-    train_f, n1 = cached_features(extractor, data.train_images, data.train_hashes, cache_dir, key, preprocessing,
-                                  progress=progress)
-    val_f, n2 = (cached_features(extractor, data.val_images, data.val_hashes, cache_dir, key, preprocessing,
-                                 progress=progress) if len(data.val_images) else (None, 0))
+    train_f, n1 = cached_features(
+        extractor, data.train_images, data.train_hashes, cache_dir, key, preprocessing, progress=progress
+    )
+    val_f, n2 = (
+        cached_features(extractor, data.val_images, data.val_hashes, cache_dir, key, preprocessing, progress=progress)
+        if len(data.val_images)
+        else (None, 0)
+    )
     result.bottlenecks_computed = n1 + n2
     result.timings["bottlenecks"] = time.perf_counter() - start
 
@@ -85,13 +98,23 @@ def _train_head_on_bottlenecks(model, spec, config, data, preprocessing, cache_d
     x = keras.layers.Dropout(config.dropout)(features)
     head_dense = keras.layers.Dense(dense.units, activation="softmax", name="probabilities")
     head = keras.Model(features, head_dense(x))
-    head.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="sparse_categorical_crossentropy",
-                 metrics=["accuracy"])
+    head.compile(
+        optimizer=keras.optimizers.Adam(config.learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
     progress(f"training the classification head on cached features ({len(train_f)} train images)")
     start = time.perf_counter()
-    history = head.fit(train_f, data.train_labels, epochs=config.epochs, batch_size=config.batch_size,
-                       validation_data=(val_f, data.val_labels) if val_f is not None else None,
-                       callbacks=_callbacks(config, log_dir / "head", val_f is not None), verbose=2, shuffle=True)
+    history = head.fit(
+        train_f,
+        data.train_labels,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        validation_data=(val_f, data.val_labels) if val_f is not None else None,
+        callbacks=_callbacks(config, log_dir / "head", val_f is not None),
+        verbose=2,
+        shuffle=True,
+    )
     result.timings["train_head"] = time.perf_counter() - start
     result.history["head"] = _plain(history.history)
     dense.set_weights(head_dense.get_weights())
@@ -110,26 +133,38 @@ def _fine_tune(model, config, data, preprocessing, log_dir, result, progress, tr
     epochs = config.epochs if trainable_top is None else config.fine_tune_epochs
     lr = config.learning_rate if trainable_top is None else config.fine_tune_learning_rate
     model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    train_ds = image_dataset(data.train_images, data.train_labels, preprocessing, config.batch_size,
-                             augment=config.augment, shuffle=True, seed=config.seed)
+    train_ds = image_dataset(
+        data.train_images,
+        data.train_labels,
+        preprocessing,
+        config.batch_size,
+        augment=config.augment,
+        shuffle=True,
+        seed=config.seed,
+    )
     has_val = len(data.val_images) > 0
     val_ds = image_dataset(data.val_images, data.val_labels, preprocessing, config.batch_size) if has_val else None
-    progress(f"{phase.replace('_', '-')}: {sum(layer.trainable for layer in layers)} trainable layers, "
-             f"up to {epochs} epochs on {len(data.train_images)} images"
-             + (" with augmentation" if config.augment else ""))
+    progress(
+        f"{phase.replace('_', '-')}: {sum(layer.trainable for layer in layers)} trainable layers, "
+        f"up to {epochs} epochs on {len(data.train_images)} images" + (" with augmentation" if config.augment else "")
+    )
     start = time.perf_counter()
     # From scratch, val loss swings wildly while BatchNorm statistics settle: no early stop in the first half.
     warmup = epochs // 2 if trainable_top is None else 0
-    history = model.fit(train_ds, validation_data=val_ds, epochs=epochs,
-                        callbacks=_callbacks(config, log_dir / phase, has_val, warmup), verbose=2)
+    history = model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=epochs,
+        callbacks=_callbacks(config, log_dir / phase, has_val, warmup),
+        verbose=2,
+    )
     result.timings[phase] = time.perf_counter() - start
     result.history[phase] = _plain(history.history)
     for layer in layers:
         layer.trainable = True
 
 
-def image_dataset(images, labels, preprocessing: Preprocessing, batch_size: int, augment=False, shuffle=False,
-                  seed=0):
+def image_dataset(images, labels, preprocessing: Preprocessing, batch_size: int, augment=False, shuffle=False, seed=0):
     """tf.data pipeline over uint8 images: optional augmentation in pixel space, then the normalization contract."""
     tf, keras = load_tensorflow()
     ds = tf.data.Dataset.from_tensor_slices((images, labels))
@@ -153,20 +188,29 @@ def image_dataset(images, labels, preprocessing: Preprocessing, batch_size: int,
 def _augmenter(image_size: int, seed: int):
     """Flip, small rotation, zoom/crop and brightness: what changes between two phone photos of the same thing."""
     _, keras = load_tensorflow()
-    return keras.Sequential([
-        keras.layers.RandomFlip("horizontal", seed=seed),
-        keras.layers.RandomRotation(0.05, fill_mode="reflect", seed=seed),
-        keras.layers.RandomZoom((-0.2, 0.0), fill_mode="reflect", seed=seed),
-        keras.layers.RandomBrightness(0.15, value_range=(0.0, 255.0), seed=seed),
-    ], name="augmentation")
+    return keras.Sequential(
+        [
+            keras.layers.RandomFlip("horizontal", seed=seed),
+            keras.layers.RandomRotation(0.05, fill_mode="reflect", seed=seed),
+            keras.layers.RandomZoom((-0.2, 0.0), fill_mode="reflect", seed=seed),
+            keras.layers.RandomBrightness(0.15, value_range=(0.0, 255.0), seed=seed),
+        ],
+        name="augmentation",
+    )
 
 
 def _callbacks(config: TrainConfig, log_dir: Path, has_val: bool, start_from_epoch: int = 0):
     _, keras = load_tensorflow()
     callbacks = [keras.callbacks.TensorBoard(log_dir=str(log_dir), write_graph=False, profile_batch=0)]
     if has_val:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience,
-                                                       restore_best_weights=True, start_from_epoch=start_from_epoch))
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss",
+                patience=config.patience,
+                restore_best_weights=True,
+                start_from_epoch=start_from_epoch,
+            )
+        )
     return callbacks
 
 

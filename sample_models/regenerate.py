@@ -27,10 +27,27 @@ def main() -> int:
     from imgpipe.cli import build_config_from_args, build_parser
 
     with tempfile.TemporaryDirectory() as tmp:
-        args = build_parser().parse_args([
-            "build", "--arch", "mobilenet_v1", "--alpha", "0.25", "--out", f"{tmp}/out", "--cache-dir",
-            f"{tmp}/cache", "--variants", "tflite:fp32,int8", "onnx:fp32", "coreml:fp16", "--io-type", "uint8",
-            "--name", "TextureClassifier"])
+        args = build_parser().parse_args(
+            [
+                "build",
+                "--arch",
+                "mobilenet_v1",
+                "--alpha",
+                "0.25",
+                "--out",
+                f"{tmp}/out",
+                "--cache-dir",
+                f"{tmp}/cache",
+                "--variants",
+                "tflite:fp32,int8",
+                "onnx:fp32",
+                "coreml:fp16",
+                "--io-type",
+                "uint8",
+                "--name",
+                "TextureClassifier",
+            ]
+        )
         run_build(build_config_from_args(args))
         _replace_bundle(Path(tmp) / "out" / "bundle", HERE / "bundle")
     images = write_golden_images(HERE / "images")
@@ -72,9 +89,11 @@ def golden_outputs(bundle: Path, images: list[Path]) -> dict:
             continue
         probs = runner.predict(pixels)
         goldens[entry["path"]] = {
-            p.name: [{"label": manifest["labels"][j], "score": round(float(row[j]), 6)}
-                     for j in np.argsort(-row)[:TOP_K]]
-            for p, row in zip(images, probs)}
+            p.name: [
+                {"label": manifest["labels"][j], "score": round(float(row[j]), 6)} for j in np.argsort(-row)[:TOP_K]
+            ]
+            for p, row in zip(images, probs)
+        }
     return {"images": [p.name for p in images], "top_k": TOP_K, "outputs": goldens}
 
 

@@ -122,8 +122,28 @@ def test_failed_build_leaves_the_previous_bundle_untouched(default_build, tmp_pa
         raise ExportError("simulated converter failure")
 
     monkeypatch.setattr(onnx_exporter, "export", broken_export)
-    code = main(["build", "--dataset", str(data), "--out", str(out), "--weights", "none", "--image-size", "96",
-                 "--alpha", "0.35", "--epochs", "1", "--targets", "tflite", "onnx", "--cache-dir", str(tmp_path / "c")])
+    code = main(
+        [
+            "build",
+            "--dataset",
+            str(data),
+            "--out",
+            str(out),
+            "--weights",
+            "none",
+            "--image-size",
+            "96",
+            "--alpha",
+            "0.35",
+            "--epochs",
+            "1",
+            "--targets",
+            "tflite",
+            "onnx",
+            "--cache-dir",
+            str(tmp_path / "c"),
+        ]
+    )
     assert code == 2
     assert "simulated converter failure" in capsys.readouterr().err
     after = {p: p.read_bytes() for p in (out / "bundle").rglob("*") if p.is_file()}
@@ -151,8 +171,21 @@ def test_offline_imagenet_weights_fail_with_a_pointer_to_weights_path(tmp_path, 
 
     monkeypatch.setattr("tf_keras.src.utils.data_utils.get_file", offline)
     data = generate_dataset(tmp_path / "data", per_class=3)
-    code = main(["build", "--dataset", str(data), "--out", str(tmp_path / "out"), "--image-size", "96",
-                 "--alpha", "0.35", "--cache-dir", str(tmp_path / "c")])
+    code = main(
+        [
+            "build",
+            "--dataset",
+            str(data),
+            "--out",
+            str(tmp_path / "out"),
+            "--image-size",
+            "96",
+            "--alpha",
+            "0.35",
+            "--cache-dir",
+            str(tmp_path / "c"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert "--weights PATH" in err and len(err.strip().splitlines()) == 1

@@ -22,8 +22,7 @@ from PIL import Image
 from imgpipe.errors import ArtifactError, ImgpipeError
 from imgpipe.exporters import coreml, onnx, tflite
 from imgpipe.exporters.base import ExportContext, ModelMetadata, tree_bytes, tree_sha256
-from imgpipe.inspect_bundle import (SUMS_NAME, format_inspection, inspect_bundle, write_sha256sums,
-                                    zip_platform_folders)
+from imgpipe.inspect_bundle import SUMS_NAME, format_inspection, inspect_bundle, write_sha256sums, zip_platform_folders
 from imgpipe.integration import write_platform_readmes
 from imgpipe.manifest import write_manifest
 from imgpipe.predict import ImageError, format_predictions, predict
@@ -40,12 +39,20 @@ def published(tiny_model, tiny_images, tmp_path_factory):
     """(bundle folder as `imgpipe build` would publish it, its TFLite model stripped of metadata)."""
     root = tmp_path_factory.mktemp("published")
     bundle = root / "bundle"
-    ctx = ExportContext(model=tiny_model, labels=list(TINY_LABELS), preprocessing=Preprocessing(TINY_SIZE),
-                        metadata=METADATA, workdir=root / "work", representative_images=tiny_images[0])
+    ctx = ExportContext(
+        model=tiny_model,
+        labels=list(TINY_LABELS),
+        preprocessing=Preprocessing(TINY_SIZE),
+        metadata=METADATA,
+        workdir=root / "work",
+        representative_images=tiny_images[0],
+    )
     ctx.workdir.mkdir()
-    artifacts = [tflite.export(ctx, "fp32", bundle / "android" / "model.tflite"),
-                 coreml.export(ctx, "fp16", bundle / MLPACKAGE),
-                 onnx.export(ctx, "fp32", bundle / "onnx" / "model.onnx")]
+    artifacts = [
+        tflite.export(ctx, "fp32", bundle / "android" / "model.tflite"),
+        coreml.export(ctx, "fp16", bundle / MLPACKAGE),
+        onnx.export(ctx, "fp32", bundle / "onnx" / "model.onnx"),
+    ]
     for a in artifacts:
         (a.path.parent / "labels.txt").write_text("\n".join(TINY_LABELS) + "\n")
     reason = None if platform.system() == "Darwin" else coreml.UNAVAILABLE_REASON
@@ -54,12 +61,21 @@ def published(tiny_model, tiny_images, tmp_path_factory):
         "model": {"name": METADATA.name, "description": METADATA.description, "version": METADATA.version},
         "labels": list(TINY_LABELS),
         "preprocessing": ctx.preprocessing.to_dict(),
-        "artifacts": [{"format": a.format, "variant": a.variant, "source": "float",
-                       "path": a.path.relative_to(bundle).as_posix(), "bytes": tree_bytes(a.path),
-                       "gzip_bytes": None, "sha256": tree_sha256(a.path), "details": a.details,
-                       "metrics": {"accuracy": None if a.format == "coreml" else 0.9},
-                       **({"metrics_unavailable_reason": reason} if a.format == "coreml" and reason else {})}
-                      for a in artifacts],
+        "artifacts": [
+            {
+                "format": a.format,
+                "variant": a.variant,
+                "source": "float",
+                "path": a.path.relative_to(bundle).as_posix(),
+                "bytes": tree_bytes(a.path),
+                "gzip_bytes": None,
+                "sha256": tree_sha256(a.path),
+                "details": a.details,
+                "metrics": {"accuracy": None if a.format == "coreml" else 0.9},
+                **({"metrics_unavailable_reason": reason} if a.format == "coreml" and reason else {}),
+            }
+            for a in artifacts
+        ],
     }
     write_manifest(bundle / "manifest.json", manifest)
     write_platform_readmes(bundle, manifest)
@@ -96,8 +112,7 @@ def photos(tiny_images, tmp_path_factory):
     images, labels = tiny_images
     (folder / "nested").mkdir()
     for cls in range(len(TINY_LABELS)):
-        Image.fromarray(images[list(labels).index(cls)]).save(folder / "nested" / f"{TINY_LABELS[cls]}.jpg",
-                                                             quality=95)
+        Image.fromarray(images[list(labels).index(cls)]).save(folder / "nested" / f"{TINY_LABELS[cls]}.jpg", quality=95)
     (folder / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     (folder / "notes.txt").write_text("not an image")
     return folder
@@ -112,6 +127,7 @@ def top1(results: list[dict]) -> list[str]:
 
 
 # --- predict ---------------------------------------------------------------------------------------------------
+
 
 def test_tflite_onnx_and_bundle_predict_the_same_labels(published, photos):
     bundle, _ = published
@@ -161,6 +177,7 @@ def test_coreml_prediction_off_macos_says_it_needs_macos(published, photos):
 
 # --- inspect, SHA256SUMS, zips -------------------------------------------------------------------------------
 
+
 def test_inspect_passes_on_a_fresh_bundle(published):
     result = inspect_bundle(published[0])
     assert result.ok and result.error() is None, result.problems
@@ -187,8 +204,10 @@ def test_a_deleted_file_is_reported(bundle, published):
     (bundle / "android" / "labels.txt").unlink()
     (bundle / "notes.md").write_text("added later")
     result = inspect_bundle(bundle)
-    assert [(p.path, p.issue.split(" ")[0]) for p in result.problems] == [("android/labels.txt", "missing"),
-                                                                          ("notes.md", "not")]
+    assert [(p.path, p.issue.split(" ")[0]) for p in result.problems] == [
+        ("android/labels.txt", "missing"),
+        ("notes.md", "not"),
+    ]
     (bundle / SUMS_NAME).unlink()  # now only the manifest (and the zips against their folders) can tell
     (bundle / "notes.md").unlink()
     shutil.copy(published[0] / "android" / "labels.txt", bundle / "android" / "labels.txt")
@@ -228,6 +247,7 @@ def test_platform_zips_are_deterministic_and_hold_their_folder(bundle):
 
 
 # --- integration READMEs ---------------------------------------------------------------------------------------
+
 
 def test_readmes_use_this_builds_names_labels_and_size(published):
     bundle, _ = published

@@ -75,12 +75,15 @@ def test_unreadable_files_are_reported_and_left_out(tmp_path):
     assert any("broken.jpg" in m and "warning" in m for m in messages)
 
 
-@pytest.mark.parametrize("setup, fragment", [
-    (lambda root: None, "class folder"),
-    (lambda root: _dataset(root, classes=("only",)), "at least 2"),
-    (lambda root: (_dataset(root), (root / "empty").mkdir()), "empty class folder"),
-    (lambda root: (_dataset(root), _save(root / "c" / "one.png")), "1 readable image"),
-])
+@pytest.mark.parametrize(
+    "setup, fragment",
+    [
+        (lambda root: None, "class folder"),
+        (lambda root: _dataset(root, classes=("only",)), "at least 2"),
+        (lambda root: (_dataset(root), (root / "empty").mkdir()), "empty class folder"),
+        (lambda root: (_dataset(root), _save(root / "c" / "one.png")), "1 readable image"),
+    ],
+)
 def test_unusable_datasets_are_clear_errors(tmp_path, setup, fragment):
     root = tmp_path / "data"
     root.mkdir()

@@ -17,7 +17,7 @@ import pytest
 
 from imgpipe.errors import ArtifactError, ConfigError, ExportError
 from imgpipe.exporters import coreml
-from imgpipe.exporters.base import ExportContext, ExportOptions, ModelMetadata
+from imgpipe.exporters.base import ExportOptions
 from imgpipe.preprocessing import Preprocessing
 from conftest import TINY_LABELS, TINY_SIZE
 
@@ -80,7 +80,11 @@ def test_input_and_output_names(artifacts):
 def test_metadata_for_xcode(artifacts, export_context):
     meta = _mlmodel(artifacts["int8"].path).get_spec().description.metadata
     assert (meta.shortDescription, meta.author, meta.license, meta.versionString) == (
-        "test model", "imgpipe", "Apache-2.0", "0.0.1")
+        "test model",
+        "imgpipe",
+        "Apache-2.0",
+        "0.0.1",
+    )
     user = meta.userDefined
     assert json.loads(user["labels"]) == TINY_LABELS
     assert json.loads(user["preprocessing"]) == export_context.preprocessing.to_dict()
@@ -120,7 +124,7 @@ def test_head_weights_are_the_trained_ones(artifacts, tiny_model):
     step = np.abs(kernel).max(axis=0) / 127
     assert (np.abs(got_kernel - kernel) <= 0.51 * step + 1e-4).all()
     got_kernel, _ = coreml.final_dense_weights(artifacts["palettize"].path)
-    assert len(np.unique(got_kernel)) <= 2 ** 6
+    assert len(np.unique(got_kernel)) <= 2**6
     assert np.corrcoef(got_kernel.ravel(), kernel.ravel())[0, 1] > 0.99
 
 

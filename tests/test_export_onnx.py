@@ -14,7 +14,7 @@ from conftest import TINY_LABELS, TINY_SIZE
 import imgpipe
 from imgpipe.errors import ArtifactError, ConfigError, ExportError
 from imgpipe.exporters import onnx as onnx_exporter
-from imgpipe.exporters.base import ExportContext, ExportOptions, ModelMetadata
+from imgpipe.exporters.base import ExportOptions
 from imgpipe.preprocessing import Preprocessing
 
 FP32_MAX_PROB_DIFF = 1e-4
@@ -84,7 +84,9 @@ def test_provenance_is_embedded(artifact, export_context):
     assert props["producer"] == f"imgpipe {imgpipe.__version__}"
     assert props["variant"] == artifact.variant
     assert json.loads(props["preprocessing"]) == export_context.preprocessing.to_dict()
-    assert {key: props[key] for key in dataclasses.asdict(export_context.metadata)} == dataclasses.asdict(export_context.metadata)
+    assert {key: props[key] for key in dataclasses.asdict(export_context.metadata)} == dataclasses.asdict(
+        export_context.metadata
+    )
     assert (model.producer_name, model.producer_version) == ("imgpipe", imgpipe.__version__)
     assert export_context.metadata.description in model.doc_string
 
@@ -145,8 +147,9 @@ def test_int8_without_calibration_images_raises_config_error(export_context, tmp
 
 def test_calibration_images_span_a_class_sorted_set(export_context):
     classes = np.repeat(np.arange(3, dtype=np.uint8), 20)[:, None, None, None]  # each "image" holds its class
-    context = dataclasses.replace(export_context, representative_images=classes,
-                                  options=ExportOptions(calibration_images=3))
+    context = dataclasses.replace(
+        export_context, representative_images=classes, options=ExportOptions(calibration_images=3)
+    )
     assert sorted(context.calibration_set("ONNX int8").ravel()) == [0, 1, 2]
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from imgpipe.errors import ArtifactError, ConfigError, ExportError
 from imgpipe.exporters import tflite
-from imgpipe.exporters.base import ExportContext, ExportOptions, ModelMetadata
+from imgpipe.exporters.base import ExportOptions
 from imgpipe.preprocessing import Preprocessing
 
 
@@ -26,8 +26,9 @@ def exported(export_context, tmp_path_factory):
     def get(variant: str, io_type: str = "float"):
         if (variant, io_type) not in artifacts:
             dest = tmp_path_factory.mktemp(f"{variant}-{io_type}") / "model.tflite"
-            artifacts[variant, io_type] = tflite.export(replace(export_context, options=ExportOptions(io_type=io_type)),
-                                                        variant, dest)
+            artifacts[variant, io_type] = tflite.export(
+                replace(export_context, options=ExportOptions(io_type=io_type)), variant, dest
+            )
         return artifacts[variant, io_type]
 
     return get
@@ -97,8 +98,10 @@ def test_int8_and_uint8_io_predict_the_same(exported, images):
 def test_int8_io_records_the_models_own_quantization(exported, io_type):
     artifact = exported("int8", io_type)
     runner = tflite.open_runner(artifact.path, artifact.preprocessing)
-    for recorded, details in [(artifact.input_quantization, runner.input_details),
-                              (artifact.output_quantization, runner.output_details)]:
+    for recorded, details in [
+        (artifact.input_quantization, runner.input_details),
+        (artifact.output_quantization, runner.output_details),
+    ]:
         scale, zero_point = details["quantization"]
         assert recorded == {"dtype": io_type, "scale": pytest.approx(scale), "zero_point": zero_point}
         assert np.dtype(details["dtype"]).name == io_type
@@ -118,7 +121,9 @@ def test_uint8_runner_matches_an_app_feeding_raw_pixels(exported, images):
     interpreter.invoke()
     raw = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
     q = artifact.output_quantization
-    np.testing.assert_array_equal(tflite_probs(artifact, images), (raw.astype(np.float32) - q["zero_point"]) * q["scale"])
+    np.testing.assert_array_equal(
+        tflite_probs(artifact, images), (raw.astype(np.float32) - q["zero_point"]) * q["scale"]
+    )
 
 
 @pytest.mark.parametrize("io_type", ["int8", "uint8"])

@@ -17,9 +17,11 @@ from imgpipe.synthetic import generate_dataset
 
 
 def test_limits_resolve_from_general_to_specific_and_flags_win():
-    policy = GatePolicy(GateLimits(max_accuracy_drop=0.05),
-                        {"tflite": {"max_bytes": 3_000_000}, "tflite:int8": {"max_accuracy_drop": 0.01}},
-                        command_line={"max_latency_ms": 5.0})
+    policy = GatePolicy(
+        GateLimits(max_accuracy_drop=0.05),
+        {"tflite": {"max_bytes": 3_000_000}, "tflite:int8": {"max_accuracy_drop": 0.01}},
+        command_line={"max_latency_ms": 5.0},
+    )
     int8 = policy.limits_for("tflite", "int8")
     assert (int8.max_accuracy_drop, int8.max_bytes, int8.max_latency_ms) == (0.01, 3_000_000, 5.0)
     fp32 = policy.limits_for("tflite", "fp32")
@@ -29,8 +31,10 @@ def test_limits_resolve_from_general_to_specific_and_flags_win():
 
 
 def test_gate_checks_report_limit_and_measured_value():
-    result = evaluate_gates(GateLimits(max_accuracy_drop=0.01, max_bytes=1000),
-                            {"accuracy_drop": 0.02, "accuracy": 0.9, "bytes": 900, "latency_ms_p50": 1.0})
+    result = evaluate_gates(
+        GateLimits(max_accuracy_drop=0.01, max_bytes=1000),
+        {"accuracy_drop": 0.02, "accuracy": 0.9, "bytes": 900, "latency_ms_p50": 1.0},
+    )
     assert not result.passed
     assert [(c["gate"], c["value"], c["limit"]) for c in result.failures] == [("max_accuracy_drop", 0.02, 0.01)]
 
@@ -67,9 +71,30 @@ def gated_build(tmp_path_factory):
     """A build whose max_bytes is below the int8 TFLite size: nothing of the TFLite target may be published."""
     root = tmp_path_factory.mktemp("gated")
     data = generate_dataset(root / "data", per_class=8)
-    code = main(["build", "--dataset", str(data), "--out", str(root / "out"), "--weights", "none",
-                 "--image-size", "96", "--alpha", "0.35", "--epochs", "1", "--cache-dir", str(root / "cache"),
-                 "--variants", "tflite:fp32,int8", "onnx:fp32", "--max-bytes", "200000"])
+    code = main(
+        [
+            "build",
+            "--dataset",
+            str(data),
+            "--out",
+            str(root / "out"),
+            "--weights",
+            "none",
+            "--image-size",
+            "96",
+            "--alpha",
+            "0.35",
+            "--epochs",
+            "1",
+            "--cache-dir",
+            str(root / "cache"),
+            "--variants",
+            "tflite:fp32,int8",
+            "onnx:fp32",
+            "--max-bytes",
+            "200000",
+        ]
+    )
     return code, root / "out"
 
 
@@ -107,9 +132,30 @@ def test_html_report_is_self_contained_with_plots(gated_build):
 
 def test_allow_failures_exits_zero(tmp_path):
     data = generate_dataset(tmp_path / "data", per_class=4)
-    code = main(["build", "--dataset", str(data), "--out", str(tmp_path / "out"), "--weights", "none",
-                 "--image-size", "96", "--alpha", "0.35", "--epochs", "1", "--cache-dir", str(tmp_path / "c"),
-                 "--targets", "onnx", "--max-bytes", "1000", "--allow-failures"])
+    code = main(
+        [
+            "build",
+            "--dataset",
+            str(data),
+            "--out",
+            str(tmp_path / "out"),
+            "--weights",
+            "none",
+            "--image-size",
+            "96",
+            "--alpha",
+            "0.35",
+            "--epochs",
+            "1",
+            "--cache-dir",
+            str(tmp_path / "c"),
+            "--targets",
+            "onnx",
+            "--max-bytes",
+            "1000",
+            "--allow-failures",
+        ]
+    )
     assert code == 0
     manifest = json.loads((tmp_path / "out" / "bundle" / "manifest.json").read_text())
     assert manifest["artifacts"] == [] and len(manifest["rejected"]) == 1

@@ -17,8 +17,7 @@ from imgpipe.exporters.tflite_metadata import embed_metadata, read_metadata
 from imgpipe.preprocessing import Preprocessing
 
 LABELS = ["circle", "square", "stripes"]
-METADATA = ModelMetadata(name="TinyPatterns", description="test model", version="0.0.1", author="tests",
-                         license="MIT")
+METADATA = ModelMetadata(name="TinyPatterns", description="test model", version="0.0.1", author="tests", license="MIT")
 KINDS = ("float", "int8", "uint8")
 CHECKER = Path(__file__).resolve().parents[1].parent / "shared" / "tools" / "check-tflite-metadata"
 
@@ -72,8 +71,9 @@ def raw_outputs(path: Path, images: np.ndarray) -> np.ndarray:
 
 
 def embed(path: Path, size: int, **overrides) -> None:
-    kwargs = dict(labels=LABELS, preprocessing=Preprocessing(size), metadata=METADATA,
-                  input_quantization=input_quantization(path))
+    kwargs = dict(
+        labels=LABELS, preprocessing=Preprocessing(size), metadata=METADATA, input_quantization=input_quantization(path)
+    )
     embed_metadata(path, **{**kwargs, **overrides})
 
 
@@ -102,8 +102,12 @@ def test_read_metadata_round_trips(embedded, tiny_images, kind):
     size = tiny_images[0].shape[1]
     got = read_metadata(embedded[kind])
     assert {k: got[k] for k in ("name", "description", "version", "author", "license")} == {
-        "name": "TinyPatterns", "description": "test model", "version": "0.0.1", "author": "tests",
-        "license": "MIT"}
+        "name": "TinyPatterns",
+        "description": "test model",
+        "version": "0.0.1",
+        "author": "tests",
+        "license": "MIT",
+    }
     assert got["labels"] == LABELS
     assert got["mean"] == [127.5] * 3 and got["std"] == [127.5] * 3
     assert Preprocessing.from_dict(got["preprocessing"]) == Preprocessing(size)
@@ -151,15 +155,21 @@ def test_uint8_input_must_take_raw_pixels(plain, tiny_images, tmp_path):
     """Apps copy raw pixels into uint8 inputs, so a normalization the quantization does not encode is refused."""
     path = Path(shutil.copy(plain["uint8"], tmp_path / "model.tflite"))
     with pytest.raises(ExportError, match="raw pixels"):
-        embed(path, tiny_images[0].shape[1], preprocessing=Preprocessing(tiny_images[0].shape[1], mean=(0,) * 3,
-                                                                        std=(255,) * 3))
+        embed(
+            path,
+            tiny_images[0].shape[1],
+            preprocessing=Preprocessing(tiny_images[0].shape[1], mean=(0,) * 3, std=(255,) * 3),
+        )
     assert path.read_bytes() == plain["uint8"].read_bytes()
 
 
 def test_declared_input_quantization_must_match_the_file(plain, tiny_images):
     with pytest.raises(ValueError, match="does not match"):
-        embed(plain["float"], tiny_images[0].shape[1], input_quantization={"dtype": "uint8", "scale": 1.0,
-                                                                           "zero_point": 0})
+        embed(
+            plain["float"],
+            tiny_images[0].shape[1],
+            input_quantization={"dtype": "uint8", "scale": 1.0, "zero_point": 0},
+        )
 
 
 def test_labels_must_fit_the_output_and_labels_txt(plain, tiny_images):
