@@ -78,9 +78,7 @@ class Artifact:
 
     @property
     def name(self) -> str:
-        return (
-            f"{self.format}:{self.variant}" if self.source == "float" else f"{self.format}:{self.source}-{self.variant}"
-        )
+        return f"{self.format}:{self.variant}" + ("" if self.source == "float" else f" ({self.source})")
 
     @property
     def bytes(self) -> int:

@@ -142,7 +142,7 @@ def _apply_gates(config, verifications, manifest, bundle: Path, progress) -> lis
 def _save_keras_model(model, folder: Path) -> None:
     """The float Keras model, kept beside the bundle (not in it) to re-verify or re-export without retraining."""
     folder.mkdir()
-    model.save(folder / "model.h5")
+    model.save(folder / "model.keras")
 
 
 def _split_data(index: DatasetIndex) -> SplitData:

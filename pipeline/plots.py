@@ -6,6 +6,8 @@ import io
 
 import numpy as np
 
+from imgpipe.report import artifact_name
+
 
 def _pyplot():
     import matplotlib
@@ -49,7 +51,7 @@ def tradeoff_plot(entries: list[dict], cost_key: str, cost_label: str, scale: fl
                 linewidths=1.5,
                 zorder=3,
             )
-        ax.annotate(_label(e), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        ax.annotate(artifact_name(e), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
     ax.plot(
         [points[i][0] for i in front],
         [points[i][1] for i in front],
@@ -121,11 +123,6 @@ def training_curves_plot(history: dict[str, dict[str, list[float]]]) -> bytes | 
 
 def _cost(entry: dict, key: str):
     return entry.get(key) if key in ("bytes", "gzip_bytes") else entry["metrics"].get(key)
-
-
-def _label(entry: dict) -> str:
-    source = entry.get("source", "float")
-    return f"{entry['format']}:{entry['variant']}" + ("" if source == "float" else f" ({source})")
 
 
 def _png(fig, plt) -> bytes:

@@ -11,24 +11,11 @@ def artifact_rows(entries: list[dict], reference: dict | None = None) -> list[li
     """One row per artifact (manifest entries), plus the float Keras reference when given."""
     rows = []
     if reference is not None:
-        rows.append(
-            [
-                "keras:float (reference)",
-                format_percent(reference.get("accuracy")),
-                "",
-                _num(reference.get("macro_f1")),
-                "",
-                "",
-                "",
-                "",
-                "",
-                "",
-                "",
-            ]
-        )
+        name, accuracy, macro_f1 = "keras:float (reference)", reference.get("accuracy"), reference.get("macro_f1")
+        rows.append([name, format_percent(accuracy), "", _num(macro_f1)] + [""] * (len(COLUMNS) - 4))
     for e in entries:
         m = e.get("metrics", {})
-        name = f"{e['format']}:{e['variant']}" + ("" if e.get("source", "float") == "float" else f" ({e['source']})")
+        name = artifact_name(e)
         rows.append(
             [
                 name,
@@ -69,6 +56,12 @@ def markdown_table(rows: list[list[str]], columns=COLUMNS) -> str:
     return "\n".join(out)
 
 
+def artifact_name(entry: dict) -> str:
+    """`format:variant`, plus the model-level optimization it came from when it is not the float model."""
+    source = entry.get("source", "float")
+    return f"{entry['format']}:{entry['variant']}" + ("" if source == "float" else f" ({source})")
+
+
 def unavailable_notes(entries: list[dict]) -> list[str]:
     notes = []
     for e in entries:
@@ -78,7 +71,7 @@ def unavailable_notes(entries: list[dict]) -> list[str]:
             passed = sum(bool(v) for v in checks.values())
             failed = [k for k, v in checks.items() if not v]
             notes.append(
-                f"{e['format']}:{e['variant']}: accuracy and latency not measured: {reason}. "
+                f"{artifact_name(e)}: accuracy and latency not measured: {reason}. "
                 f"Structural checks: {passed}/{len(checks)} passed"
                 + (f" (failed: {', '.join(failed)})" if failed else "")
                 + "."

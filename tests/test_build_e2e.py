@@ -212,7 +212,7 @@ def test_preprocessing_contract_from_a_raw_jpeg(default_build, tmp_path):
     photo = sorted((generate_dataset(tmp_path / "d", per_class=4, seed=9) / "rings").glob("*.jpg"))[0]
     pixels = load_image(photo, pre.image_size)[None]
     _, keras = load_tensorflow()
-    keras_model = keras.models.load_model(default_build / "keras" / "model.h5")
+    keras_model = keras.models.load_model(default_build / "keras" / "model.keras")
     predictions = {"keras": keras_model.predict(pre.normalize(pixels), verbose=0)}
     for a in manifest["artifacts"]:
         if a["format"] in ("tflite", "onnx"):
