@@ -13,7 +13,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-
 from imgpipe.model import BackboneSpec
 from imgpipe.preprocessing import Preprocessing
 

@@ -20,11 +20,11 @@ from imgpipe.inspect_bundle import write_sha256sums, zip_platform_folders
 from imgpipe.integration import write_platform_readmes
 from imgpipe.manifest import SCHEMA_VERSION, artifact_entry, environment, library_versions, write_manifest
 from imgpipe.metrics import classification_metrics
+from imgpipe.optimize_stage import optimize_model, variants_for_source
 from imgpipe.preprocessing import Preprocessing
 from imgpipe.publish import Staging, remove_stale_staging
 from imgpipe.report import artifact_rows, format_table, unavailable_notes, write_markdown_report
 from imgpipe.train import SplitData, train_classifier
-from imgpipe.optimize_stage import optimize_model, variants_for_source
 from imgpipe.verify import verify_artifact
 
 

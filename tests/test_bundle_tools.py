@@ -17,8 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
+from conftest import TINY_LABELS, TINY_SIZE
 from imgpipe.errors import ArtifactError, ImgpipeError
 from imgpipe.exporters import coreml, onnx, tflite
 from imgpipe.exporters.base import ExportContext, ModelMetadata, tree_bytes, tree_sha256
@@ -27,7 +26,7 @@ from imgpipe.integration import write_platform_readmes
 from imgpipe.manifest import write_manifest
 from imgpipe.predict import ImageError, format_predictions, predict
 from imgpipe.preprocessing import Preprocessing
-from conftest import TINY_LABELS, TINY_SIZE
+from PIL import Image
 
 METADATA = ModelMetadata(name="TinyPatterns", description="test model", version="0.0.1")
 MLPACKAGE = "ios/TinyPatterns.mlpackage"

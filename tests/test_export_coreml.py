@@ -14,12 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
+from conftest import TINY_LABELS, TINY_SIZE
 from imgpipe.errors import ArtifactError, ConfigError, ExportError
 from imgpipe.exporters import coreml
 from imgpipe.exporters.base import ExportOptions
 from imgpipe.preprocessing import Preprocessing
-from conftest import TINY_LABELS, TINY_SIZE
 
 VARIANTS = ("fp32", "fp16", "int8", "palettize", "pruned")
 off_macos = pytest.mark.skipif(platform.system() == "Darwin", reason="checks the Linux/Windows behaviour")

@@ -11,7 +11,6 @@ from unittest import mock
 
 import numpy as np
 import pytest
-
 from imgpipe.errors import ArtifactError, ConfigError, ExportError
 from imgpipe.exporters import tflite
 from imgpipe.exporters.base import ExportOptions

@@ -6,15 +6,13 @@ import hashlib
 
 import numpy as np
 import pytest
-
+from conftest import TINY_SIZE, make_pattern_images
 from imgpipe.bottlenecks import model_key
 from imgpipe.errors import ConfigError, WeightsError
 from imgpipe.model import ARCHITECTURES, BackboneSpec, build_classifier
 from imgpipe.preprocessing import Preprocessing
 from imgpipe.tf_runtime import load_tensorflow
 from imgpipe.train import SplitData, TrainConfig, train_classifier
-
-from conftest import TINY_SIZE, make_pattern_images
 
 
 @pytest.fixture(scope="module")
