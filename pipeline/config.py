@@ -47,6 +47,8 @@ class BuildConfig:
             get_format(name)
         self.backbone.validate()
         self.split.validate()
+        self.prune.validate()
+        self.qat.validate()
         for name, chosen in self.variant_choices.items():
             spec = get_format(name)
             for v in chosen:

@@ -8,8 +8,10 @@ from pathlib import Path
 from imgpipe.config import BuildConfig
 from imgpipe.exporters.registry import get_format
 
-# A QAT model carries trained int8 ranges: it is exported only as integer models, where those ranges are used.
-QAT_VARIANTS = {"tflite": "int8", "onnx": "int8"}
+# A QAT model carries trained int8 ranges that only the TFLite converter turns into an integer model: tf2onnx keeps
+# its weights float (fp32 size) and coremltools turns the fake-quant ops into float arithmetic, so QAT is exported as
+# TFLite int8 alone. ONNX and Core ML get their integer variants from the float or pruned model.
+QAT_VARIANTS = {"tflite": "int8"}
 
 
 def optimize_model(name: str, model, data, preprocessing, config: BuildConfig, log_dir: Path, progress):

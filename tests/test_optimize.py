@@ -1,6 +1,6 @@
 """Pruning and quantization-aware training: sparsity reached, interface kept, float model untouched, int8 TFLite.
 
-Each optimization runs once per module on the tiny fixtures (a few seconds of fine-tuning) and the tests check the
+Each optimization runs once per module on the tiny fixtures (15-20 s of fine-tuning each) and the tests check the
 result from several sides. Agreement bounds were measured on these fixtures (see each constant) with some slack
 for run-to-run noise.
 """
@@ -11,21 +11,23 @@ import gzip
 
 import numpy as np
 import pytest
-
+from conftest import TINY_LABELS, TINY_SIZE
 from imgpipe.errors import ConfigError, DatasetError
 from imgpipe.optimize import PruneConfig, QatConfig, prune_model, qat_model, sparsity_report
 from imgpipe.preprocessing import Preprocessing
 from imgpipe.tf_runtime import load_tensorflow
 from imgpipe.train import SplitData
 
-from conftest import TINY_LABELS, TINY_SIZE
-
 TARGET_SPARSITY = 0.5
 PRUNE_AGREEMENT = 0.65  # measured 0.82 (argmax agreement with the float model on the 60 tiny images; chance 0.33)
-QAT_TFLITE_AGREEMENT = 0.85  # measured 0.97
+QAT_TFLITE_AGREEMENT = 0.8  # measured 0.90
 # Settings small enough for CI; without augmentation because the tiny model was trained without it.
 PRUNE = PruneConfig(target_sparsity=TARGET_SPARSITY, epochs=4, learning_rate=3e-4, batch_size=8, augment=False)
 QAT = QatConfig(epochs=1, learning_rate=3e-5, batch_size=16, augment=False)
+
+
+def _quiet(*_) -> None:
+    """Progress lines would only clutter pytest's output."""
 
 
 def _split(images, labels) -> SplitData:
@@ -53,8 +55,14 @@ def float_probs(tiny_model, tiny_images):
 def pruned(tiny_model, tiny_images, tmp_path_factory):
     """(pruned model, report, whether the float model kept its weights)."""
     snapshot = _weights_snapshot(tiny_model)
-    model, report = prune_model(tiny_model, _split(*tiny_images), Preprocessing(TINY_SIZE), PRUNE,
-                                tmp_path_factory.mktemp("prune_logs"), progress=lambda *_: None)
+    model, report = prune_model(
+        tiny_model,
+        _split(*tiny_images),
+        Preprocessing(TINY_SIZE),
+        PRUNE,
+        tmp_path_factory.mktemp("prune_logs"),
+        progress=_quiet,
+    )
     return model, report, _unchanged(tiny_model, snapshot)
 
 
@@ -62,14 +70,23 @@ def pruned(tiny_model, tiny_images, tmp_path_factory):
 def quantized(tiny_model, tiny_images, tmp_path_factory):
     """(QAT model, report, whether the float model kept its weights)."""
     snapshot = _weights_snapshot(tiny_model)
-    model, report = qat_model(tiny_model, _split(*tiny_images), Preprocessing(TINY_SIZE), QAT,
-                              tmp_path_factory.mktemp("qat_logs"), progress=lambda *_: None)
+    model, report = qat_model(
+        tiny_model,
+        _split(*tiny_images),
+        Preprocessing(TINY_SIZE),
+        QAT,
+        tmp_path_factory.mktemp("qat_logs"),
+        progress=_quiet,
+    )
     return model, report, _unchanged(tiny_model, snapshot)
 
 
 def _kernel_sparsity(model, layer_type: str) -> list[float]:
-    kernels = [layer.depthwise_kernel if layer_type == "DepthwiseConv2D" else layer.kernel
-               for layer in model.layers if type(layer).__name__ == layer_type]
+    kernels = [
+        layer.depthwise_kernel if layer_type == "DepthwiseConv2D" else layer.kernel
+        for layer in model.layers
+        if type(layer).__name__ == layer_type
+    ]
     return [float(np.mean(k.numpy() == 0)) for k in kernels]
 
 
@@ -128,16 +145,22 @@ def test_qat_model_keeps_input_and_wraps_the_output_layer(quantized, tiny_images
     assert output is model.layers[-1] and output.layer.name == "probabilities"
     probs = model.predict(Preprocessing(TINY_SIZE).normalize(tiny_images[0][:4]), verbose=0)
     assert probs.shape == (4, len(TINY_LABELS)) and np.allclose(probs.sum(1), 1, atol=1e-3)
-    assert report["float_layers"] == {} and not report["calibration_needed"]
+    assert report["float_layers"] == {} and not report["needs_representative_dataset"]
+    assert report["calibrated_ranges"] > 50  # every activation range started from the float model's, not +-6
 
 
+@pytest.mark.filterwarnings("ignore:Statistics for quantized inputs were expected")  # float input by design
 def test_qat_model_converts_to_full_int8_tflite(quantized, tiny_images, float_probs):
     """With QAT ranges the converter needs no representative dataset: every tensor but the float input and
     output is int8 (int32 for biases)."""
     from ai_edge_litert.interpreter import Interpreter
 
     tf, _ = load_tensorflow()
-    converter = tf.lite.TFLiteConverter.from_keras_model(quantized[0])
+    model = quantized[0]
+    # The exporter's route: from_keras_model converts the same graph but took 37 s here instead of 2.
+    function = tf.function(lambda image: model(image, training=False))
+    spec = tf.TensorSpec((None, TINY_SIZE, TINY_SIZE, 3), tf.float32, name="image")
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function(spec)], function)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     interpreter = Interpreter(model_content=converter.convert())
     interpreter.allocate_tensors()
@@ -163,16 +186,26 @@ def test_mobilenet_v3_is_pruned_and_quantized_through_layer_annotation(tiny_imag
     model = build_classifier(BackboneSpec("mobilenet_v3_small", 0.75, TINY_SIZE, "none"), len(TINY_LABELS))
     images, labels = tiny_images
     data = _split(images[::5], labels[::5])
-    quiet = dict(progress=lambda *_: None)
-    pruned, report = prune_model(model, data, Preprocessing(TINY_SIZE),
-                                 PruneConfig(epochs=1, batch_size=4, augment=False), tmp_path / "prune", **quiet)
+    pruned, report = prune_model(
+        model,
+        data,
+        Preprocessing(TINY_SIZE),
+        PruneConfig(epochs=1, batch_size=4, augment=False),
+        tmp_path / "prune",
+        progress=_quiet,
+    )
     assert report["sparsity"]["pruned_kernels"]["sparsity"] == pytest.approx(0.5, abs=0.01)
     assert pruned.input_names == ["image"] and pruned.layers[-1].name == "probabilities"
     assert not any(isinstance(layer, keras.layers.Wrapper) for layer in pruned.layers)
-    quantized, report = qat_model(model, data, Preprocessing(TINY_SIZE), QatConfig(epochs=1, batch_size=4,
-                                                                                   augment=False),
-                                  tmp_path / "qat", **quiet)
-    assert {"TFOpLambda", "Multiply"} <= set(report["float_layers"]) and report["calibration_needed"]
+    quantized, report = qat_model(
+        model,
+        data,
+        Preprocessing(TINY_SIZE),
+        QatConfig(epochs=1, batch_size=4, augment=False),
+        tmp_path / "qat",
+        progress=_quiet,
+    )
+    assert {"TFOpLambda", "Multiply"} <= set(report["float_layers"]) and report["needs_representative_dataset"]
     assert quantized.input_names == ["image"]
     assert np.isfinite(quantized.predict(Preprocessing(TINY_SIZE).normalize(images[:2]), verbose=0)).all()
 
@@ -191,7 +224,8 @@ def test_sparsity_report_looks_inside_nested_models_and_wrappers():
 def test_invalid_settings_and_empty_training_split_are_user_errors(tiny_model, tiny_images, tmp_path):
     images, labels = tiny_images
     with pytest.raises(ConfigError, match="sparsity"):
-        prune_model(tiny_model, _split(images, labels), Preprocessing(TINY_SIZE), PruneConfig(target_sparsity=1.0),
-                    tmp_path)
+        prune_model(
+            tiny_model, _split(images, labels), Preprocessing(TINY_SIZE), PruneConfig(target_sparsity=1.0), tmp_path
+        )
     with pytest.raises(DatasetError, match="empty"):
         qat_model(tiny_model, _split(images[:0], labels[:0]), Preprocessing(TINY_SIZE), QatConfig(), tmp_path)
