@@ -28,9 +28,17 @@ def render_markdown(suite: dict) -> str:
             "|---|---|---|---|---|---|---|---|---|",
         ]
         for a in run["artifacts"]:
-            cells = [a["artifact"], a["source"], format_percent(a["accuracy"]), format_points(a["accuracy_drop"]),
-                     format_percent(a["agreement"]), f"{a['bytes']:,}", f"{a['gzip_bytes']:,}",
-                     format_ms(a["latency_ms_p50"]), format_ms(a["latency_ms_p95"])]
+            cells = [
+                a["artifact"],
+                a["source"],
+                format_percent(a["accuracy"]),
+                format_points(a["accuracy_drop"]),
+                format_percent(a["agreement"]),
+                f"{a['bytes']:,}",
+                f"{a['gzip_bytes']:,}",
+                format_ms(a["latency_ms_p50"]),
+                format_ms(a["latency_ms_p95"]),
+            ]
             lines.append("| " + " | ".join(cells) + " |")
         lines += ["", "Stage timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in run["stages"].items())]
         if "baseline" in run:
