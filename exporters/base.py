@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from imgpipe.errors import ConfigError
 from imgpipe.preprocessing import Preprocessing
 

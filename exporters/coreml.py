@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+
 from imgpipe import __version__
 from imgpipe.errors import ArtifactError, ConfigError, ExportError
 from imgpipe.exporters.base import Artifact, EmbeddedInfo, ExportContext, Runner

@@ -13,8 +13,9 @@ import tempfile
 from importlib.metadata import version
 from pathlib import Path
 
-import imgpipe
 import numpy as np
+
+import imgpipe
 from imgpipe.errors import ArtifactError, ConfigError, ExportError
 from imgpipe.exporters.base import Artifact, EmbeddedInfo, ExportContext, Runner
 from imgpipe.model import INPUT_NAME
@@ -64,6 +65,7 @@ def export(ctx: ExportContext, variant: str, dest: Path) -> Artifact:
 def convert_keras(keras_model, image_size: int):
     """tf2onnx graph with a dynamic batch so apps can batch and calibration can feed several images per run."""
     import tf2onnx
+
     from imgpipe.tf_runtime import load_tensorflow
 
     tf, _ = load_tensorflow()

@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+
 from imgpipe.errors import ArtifactError, ConfigError, ExportError
 from imgpipe.exporters.base import Artifact, EmbeddedInfo, ExportContext, Runner
 from imgpipe.exporters.tflite_metadata import embed_metadata, read_metadata

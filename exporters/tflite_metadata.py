@@ -33,6 +33,7 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as tfl
 from flatbuffers import number_types as N
 from flatbuffers.table import Table
+
 from imgpipe.errors import ArtifactError, ExportError
 from imgpipe.exporters.base import ModelMetadata
 from imgpipe.preprocessing import Preprocessing

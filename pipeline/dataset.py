@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
 from imgpipe.errors import ConfigError, DatasetError
 from imgpipe.preprocessing import decode_image_bytes
 

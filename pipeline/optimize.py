@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from imgpipe.errors import ConfigError, DatasetError
 from imgpipe.preprocessing import Preprocessing
 from imgpipe.tf_runtime import load_tensorflow

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from imgpipe.dataset import IMAGE_SUFFIXES
 from imgpipe.errors import ArtifactError, BundleError, ConfigError, ImageError
 from imgpipe.exporters.base import Runner

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
 from imgpipe.bottlenecks import cached_features, model_key
 from imgpipe.model import BackboneSpec, build_classifier, feature_extractor
 from imgpipe.preprocessing import Preprocessing

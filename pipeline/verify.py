@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from imgpipe.exporters.base import Artifact, Runner
 from imgpipe.exporters.registry import get_format
 from imgpipe.metrics import agreement_metrics, classification_metrics

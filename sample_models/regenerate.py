@@ -57,8 +57,9 @@ def main() -> int:
 
 def write_golden_images(folder: Path) -> list[Path]:
     """Generated texture images, one or two per class, as PNG files (the raw end of the preprocessing contract)."""
-    from imgpipe.synthetic import CLASSES, draw
     from PIL import Image
+
+    from imgpipe.synthetic import CLASSES, draw
 
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from imgpipe.cli import main
 from imgpipe.exporters.base import tree_sha256
 from imgpipe.synthetic import CLASSES, generate_dataset

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import TINY_LABELS, TINY_SIZE
+from PIL import Image
+
 from imgpipe.errors import ArtifactError, ImgpipeError
 from imgpipe.exporters import coreml, onnx, tflite
 from imgpipe.exporters.base import ExportContext, ModelMetadata, tree_bytes, tree_sha256
@@ -26,7 +28,6 @@ from imgpipe.integration import write_platform_readmes
 from imgpipe.manifest import write_manifest
 from imgpipe.predict import ImageError, format_predictions, predict
 from imgpipe.preprocessing import Preprocessing
-from PIL import Image
 
 METADATA = ModelMetadata(name="TinyPatterns", description="test model", version="0.0.1")
 MLPACKAGE = "ios/TinyPatterns.mlpackage"

@@ -6,9 +6,10 @@ import zlib
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from imgpipe.dataset import SplitFractions, assign_splits, scan_dataset
 from imgpipe.errors import ConfigError, DatasetError
-from PIL import Image
 
 
 def _save(path, mode="RGB", size=(40, 30), color=None, **kw):

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import TINY_LABELS, TINY_SIZE
+
 from imgpipe.errors import ArtifactError, ConfigError, ExportError
 from imgpipe.exporters import coreml
 from imgpipe.exporters.base import ExportOptions

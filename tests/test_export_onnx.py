@@ -6,11 +6,12 @@ import dataclasses
 import json
 from collections import Counter
 
-import imgpipe
 import numpy as np
 import onnx
 import pytest
 from conftest import TINY_LABELS, TINY_SIZE
+
+import imgpipe
 from imgpipe.errors import ArtifactError, ConfigError, ExportError
 from imgpipe.exporters import onnx as onnx_exporter
 from imgpipe.exporters.base import ExportOptions

@@ -11,6 +11,7 @@ from unittest import mock
 
 import numpy as np
 import pytest
+
 from imgpipe.errors import ArtifactError, ConfigError, ExportError
 from imgpipe.exporters import tflite
 from imgpipe.exporters.base import ExportOptions

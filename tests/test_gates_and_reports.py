@@ -6,6 +6,7 @@ import json
 import re
 
 import pytest
+
 from imgpipe.cli import main
 from imgpipe.config import BuildConfig
 from imgpipe.config_file import apply_config_file

@@ -12,6 +12,7 @@ import gzip
 import numpy as np
 import pytest
 from conftest import TINY_LABELS, TINY_SIZE
+
 from imgpipe.errors import ConfigError, DatasetError
 from imgpipe.optimize import PruneConfig, QatConfig, prune_model, qat_model, sparsity_report
 from imgpipe.preprocessing import Preprocessing

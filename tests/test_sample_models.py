@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from imgpipe.exporters.registry import get_format
 from imgpipe.inspect_bundle import inspect_bundle
 from imgpipe.manifest import read_manifest

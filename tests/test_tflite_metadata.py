@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from imgpipe.errors import ArtifactError, ExportError
 from imgpipe.exporters.base import ModelMetadata
 from imgpipe.exporters.tflite_metadata import embed_metadata, read_metadata

@@ -7,6 +7,7 @@ import hashlib
 import numpy as np
 import pytest
 from conftest import TINY_SIZE, make_pattern_images
+
 from imgpipe.bottlenecks import model_key
 from imgpipe.errors import ConfigError, WeightsError
 from imgpipe.model import ARCHITECTURES, BackboneSpec, build_classifier
