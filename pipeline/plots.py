@@ -28,43 +28,53 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return sorted(front, key=lambda i: points[i][0])
 
 
+FORMAT_COLOURS = {"tflite": "tab:blue", "onnx": "tab:orange", "coreml": "tab:green"}
+SOURCE_MARKERS = {"float": "o", "prune": "s", "qat": "^"}
+
+
 def tradeoff_plot(entries: list[dict], cost_key: str, cost_label: str, scale: float = 1.0) -> bytes | None:
-    """Accuracy against a cost (size or latency) for every measured artifact, Pareto front joined and marked."""
+    """Accuracy against a cost (size or latency) for every measured artifact. Colour is the format, shape the model
+    it came from; only the Pareto front is labelled, since the table names every point and labels would collide."""
     measured = [e for e in entries if e["metrics"].get("accuracy") is not None and _cost(e, cost_key) is not None]
     if not measured:
         return None
     plt = _pyplot()
     points = [(_cost(e, cost_key) * scale, 100 * e["metrics"]["accuracy"]) for e in measured]
     front = pareto_front(points)
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=100)
+    fig, ax = plt.subplots(figsize=(7.2, 4.6), dpi=100)
+    seen = set()
     for i, (e, (x, y)) in enumerate(zip(measured, points)):
-        if e.get("gates", {}).get("passed") is False:
-            ax.scatter(x, y, s=60, marker="x", color="tab:red", zorder=3)
-        else:
-            ax.scatter(
-                x,
-                y,
-                s=60,
-                marker="o",
-                color="tab:blue",
-                edgecolors="black" if i in front else "none",
-                linewidths=1.5,
-                zorder=3,
-            )
-        ax.annotate(artifact_name(e), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        rejected = e.get("gates", {}).get("passed") is False
+        source = e.get("source", "float")
+        key = "gate failed" if rejected else f"{e['format']} ({source})"
+        style = (
+            {"marker": "x", "color": "tab:red"}
+            if rejected
+            else {
+                "marker": SOURCE_MARKERS.get(source, "D"),
+                "color": FORMAT_COLOURS.get(e["format"], "tab:gray"),
+                "edgecolors": "black" if i in front else "none",
+                "linewidths": 1.2,
+            }
+        )
+        ax.scatter(x, y, s=55, zorder=3, alpha=0.85, label=None if key in seen else key, **style)
+        seen.add(key)
+        if i in front:
+            ax.annotate(artifact_name(e), (x, y), textcoords="offset points", xytext=(6, -10), fontsize=8)
     ax.plot(
         [points[i][0] for i in front],
         [points[i][1] for i in front],
         "--",
-        color="tab:green",
+        color="black",
+        alpha=0.5,
         label="Pareto front",
         zorder=2,
     )
-    ax.set_xlim(left=0, right=max(x for x, _ in points) * 1.25)  # from zero: the ratios between artifacts show
+    ax.set_xlim(left=0, right=max(x for x, _ in points) * 1.3)  # from zero, so the ratios between artifacts show
     ax.set_xlabel(cost_label)
     ax.set_ylabel("test accuracy (%)")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="lower right", fontsize=7)
     return _png(fig, plt)
 
 

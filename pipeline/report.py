@@ -63,20 +63,21 @@ def artifact_name(entry: dict) -> str:
 
 
 def unavailable_notes(entries: list[dict]) -> list[str]:
-    notes = []
+    """One line per reason why metrics were not measured, naming the artifacts and their structural checks."""
+    groups: dict[str, list[str]] = {}
     for e in entries:
         reason = e.get("metrics_unavailable_reason")
         if reason:
             checks = e.get("structural_checks") or {}
-            passed = sum(bool(v) for v in checks.values())
             failed = [k for k, v in checks.items() if not v]
-            notes.append(
-                f"{artifact_name(e)}: accuracy and latency not measured: {reason}. "
-                f"Structural checks: {passed}/{len(checks)} passed"
-                + (f" (failed: {', '.join(failed)})" if failed else "")
-                + "."
+            verdict = f"{len(checks) - len(failed)}/{len(checks)} structural checks passed" + (
+                f" (failed: {', '.join(failed)})" if failed else ""
             )
-    return notes
+            groups.setdefault(reason, []).append(f"{artifact_name(e)} ({verdict})")
+    return [
+        f"Accuracy and latency not measured: {reason}. Checked instead: {'; '.join(names)}."
+        for reason, names in groups.items()
+    ]
 
 
 def write_markdown_report(path: Path, manifest: dict) -> None:
