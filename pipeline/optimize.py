@@ -25,7 +25,7 @@ import numpy as np
 from imgpipe.errors import ConfigError, DatasetError
 from imgpipe.preprocessing import Preprocessing
 from imgpipe.tf_runtime import load_tensorflow
-from imgpipe.train import SplitData, image_dataset
+from imgpipe.train import SplitData, fit_images
 
 PRUNED_LAYER_TYPES = ("Conv2D", "Dense")  # what tfmot's magnitude pruning zeroes; its registry skips depthwise kernels
 KERNEL_ATTRIBUTES = ("kernel", "depthwise_kernel", "pointwise_kernel")
@@ -303,28 +303,17 @@ def _fine_tune(model, data: SplitData, preprocessing: Preprocessing, config, cal
     No early stopping: restoring an earlier epoch's weights would undo pruning progress, and QAT runs too few epochs
     for it to matter.
     """
-    _, keras = load_tensorflow()
-    model.compile(
-        optimizer=keras.optimizers.Adam(config.learning_rate),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-    train_ds = image_dataset(
-        data.train_images,
-        data.train_labels,
+    return fit_images(
+        model,
+        data,
         preprocessing,
-        config.batch_size,
+        learning_rate=config.learning_rate,
+        batch_size=config.batch_size,
         augment=config.augment,
-        shuffle=True,
         seed=config.seed,
+        epochs=config.epochs,
+        callbacks=callbacks,
     )
-    val_ds = (
-        image_dataset(data.val_images, data.val_labels, preprocessing, config.batch_size)
-        if len(data.val_images)
-        else None
-    )
-    history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks, verbose=2)
-    return {k: [float(v) for v in values] for k, values in history.history.items()}
 
 
 def _tfmot():

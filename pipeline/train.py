@@ -132,18 +132,7 @@ def _fine_tune(model, config, data, preprocessing, log_dir, result, progress, tr
     phase = "train" if trainable_top is None else "fine_tune"
     epochs = config.epochs if trainable_top is None else config.fine_tune_epochs
     lr = config.learning_rate if trainable_top is None else config.fine_tune_learning_rate
-    model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    train_ds = image_dataset(
-        data.train_images,
-        data.train_labels,
-        preprocessing,
-        config.batch_size,
-        augment=config.augment,
-        shuffle=True,
-        seed=config.seed,
-    )
     has_val = len(data.val_images) > 0
-    val_ds = image_dataset(data.val_images, data.val_labels, preprocessing, config.batch_size) if has_val else None
     progress(
         f"{phase.replace('_', '-')}: {sum(layer.trainable for layer in layers)} trainable layers, "
         f"up to {epochs} epochs on {len(data.train_images)} images" + (" with augmentation" if config.augment else "")
@@ -151,17 +140,49 @@ def _fine_tune(model, config, data, preprocessing, log_dir, result, progress, tr
     start = time.perf_counter()
     # From scratch, val loss swings wildly while BatchNorm statistics settle: no early stop in the first half.
     warmup = epochs // 2 if trainable_top is None else 0
-    history = model.fit(
-        train_ds,
-        validation_data=val_ds,
+    history = fit_images(
+        model,
+        data,
+        preprocessing,
+        learning_rate=lr,
+        batch_size=config.batch_size,
+        augment=config.augment,
+        seed=config.seed,
         epochs=epochs,
         callbacks=_callbacks(config, log_dir / phase, has_val, warmup),
-        verbose=2,
     )
     result.timings[phase] = time.perf_counter() - start
-    result.history[phase] = _plain(history.history)
+    result.history[phase] = history
     for layer in layers:
         layer.trainable = True
+
+
+def fit_images(
+    model,
+    data: SplitData,
+    preprocessing: Preprocessing,
+    *,
+    learning_rate: float,
+    batch_size: int,
+    augment: bool,
+    seed: int,
+    epochs: int,
+    callbacks: list,
+) -> dict[str, list[float]]:
+    """Compile (Adam, sparse cross-entropy) and fit on the train images, validating on val when there is any;
+    returns the per-epoch history. Every image-level training (from scratch, fine-tune, prune, QAT) goes here."""
+    _, keras = load_tensorflow()
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
+    train_ds = image_dataset(
+        data.train_images, data.train_labels, preprocessing, batch_size, augment=augment, shuffle=True, seed=seed
+    )
+    val_ds = (
+        image_dataset(data.val_images, data.val_labels, preprocessing, batch_size) if len(data.val_images) else None
+    )
+    history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, verbose=2)
+    return _plain(history.history)
 
 
 def image_dataset(images, labels, preprocessing: Preprocessing, batch_size: int, augment=False, shuffle=False, seed=0):

@@ -40,6 +40,29 @@ def make_pattern_images(n_per_class: int, size: int = TINY_SIZE, seed: int = 0):
     return np.stack(images), np.array(labels)
 
 
+def quick_build_args(data, out, cache, *extra: str) -> list[str]:
+    """`imgpipe build` arguments for the quickest real build (random init, 96 px, alpha 0.35, one epoch): for tests
+    about what a build does with its artifacts, not about how well it learns."""
+    return [
+        "build",
+        "--dataset",
+        str(data),
+        "--out",
+        str(out),
+        "--cache-dir",
+        str(cache),
+        "--weights",
+        "none",
+        "--image-size",
+        "96",
+        "--alpha",
+        "0.35",
+        "--epochs",
+        "1",
+        *extra,
+    ]
+
+
 @pytest.fixture(scope="session")
 def tiny_images():
     """(images uint8 (60, 96, 96, 3), labels int) — 20 per class."""

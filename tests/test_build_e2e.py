@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import quick_build_args
 
 from imgpipe.cli import main
 from imgpipe.exporters.base import tree_sha256
@@ -122,28 +123,7 @@ def test_failed_build_leaves_the_previous_bundle_untouched(default_build, tmp_pa
         raise ExportError("simulated converter failure")
 
     monkeypatch.setattr(onnx_exporter, "export", broken_export)
-    code = main(
-        [
-            "build",
-            "--dataset",
-            str(data),
-            "--out",
-            str(out),
-            "--weights",
-            "none",
-            "--image-size",
-            "96",
-            "--alpha",
-            "0.35",
-            "--epochs",
-            "1",
-            "--targets",
-            "tflite",
-            "onnx",
-            "--cache-dir",
-            str(tmp_path / "c"),
-        ]
-    )
+    code = main(quick_build_args(data, out, tmp_path / "c", "--targets", "tflite", "onnx"))
     assert code == 2
     assert "simulated converter failure" in capsys.readouterr().err
     after = {p: p.read_bytes() for p in (out / "bundle").rglob("*") if p.is_file()}

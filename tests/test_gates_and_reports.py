@@ -6,6 +6,7 @@ import json
 import re
 
 import pytest
+from conftest import quick_build_args
 
 from imgpipe.cli import main
 from imgpipe.config import BuildConfig
@@ -72,28 +73,9 @@ def gated_build(tmp_path_factory):
     root = tmp_path_factory.mktemp("gated")
     data = generate_dataset(root / "data", per_class=8)
     code = main(
-        [
-            "build",
-            "--dataset",
-            str(data),
-            "--out",
-            str(root / "out"),
-            "--weights",
-            "none",
-            "--image-size",
-            "96",
-            "--alpha",
-            "0.35",
-            "--epochs",
-            "1",
-            "--cache-dir",
-            str(root / "cache"),
-            "--variants",
-            "tflite:fp32,int8",
-            "onnx:fp32",
-            "--max-bytes",
-            "200000",
-        ]
+        quick_build_args(
+            data, root / "out", root / "cache", "--variants", "tflite:fp32,int8", "onnx:fp32", "--max-bytes", "200000"
+        )
     )
     return code, root / "out"
 
@@ -133,28 +115,9 @@ def test_html_report_is_self_contained_with_plots(gated_build):
 def test_allow_failures_exits_zero(tmp_path):
     data = generate_dataset(tmp_path / "data", per_class=4)
     code = main(
-        [
-            "build",
-            "--dataset",
-            str(data),
-            "--out",
-            str(tmp_path / "out"),
-            "--weights",
-            "none",
-            "--image-size",
-            "96",
-            "--alpha",
-            "0.35",
-            "--epochs",
-            "1",
-            "--cache-dir",
-            str(tmp_path / "c"),
-            "--targets",
-            "onnx",
-            "--max-bytes",
-            "1000",
-            "--allow-failures",
-        ]
+        quick_build_args(
+            data, tmp_path / "out", tmp_path / "c", "--targets", "onnx", "--max-bytes", "1000", "--allow-failures"
+        )
     )
     assert code == 0
     manifest = json.loads((tmp_path / "out" / "bundle" / "manifest.json").read_text())
