@@ -20,6 +20,7 @@ class Staging:
 
     def __init__(self, out: Path):
         self.out = Path(out)
+        self.created_out = not self.out.exists()
         self.out.mkdir(parents=True, exist_ok=True)
         self.root = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=self.out))
         self.bundle = self.root / "bundle"
@@ -32,6 +33,8 @@ class Staging:
 
     def __exit__(self, *exc) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+        if self.created_out and not any(self.out.iterdir()):  # a failed first build leaves no empty folder behind
+            self.out.rmdir()
 
     def publish(self, entries=PUBLISHED_ENTRIES) -> None:
         """Swap each finished entry into `out`: the old one is renamed aside first and deleted only after the

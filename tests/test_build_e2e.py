@@ -137,7 +137,7 @@ def test_bad_dataset_is_one_line_error_without_traceback(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
-    assert not (tmp_path / "out" / "bundle").exists()
+    assert not (tmp_path / "out").exists(), "a failed first build leaves no folder behind"
 
 
 def test_offline_imagenet_weights_fail_with_a_pointer_to_weights_path(tmp_path, capsys, monkeypatch):
