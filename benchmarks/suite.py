@@ -12,7 +12,7 @@ import os
 import platform
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from imgpipe.config import EMBEDDED_BACKBONE, EMBEDDED_TRAINING, BuildConfig
@@ -42,7 +42,6 @@ class BenchCase:
     dataset: Path | None  # None: the embedded dataset
     backbone: BackboneSpec
     baseline: bool = False
-    notes: list[str] = field(default_factory=list)
 
 
 def cases_from_environment(environ=os.environ) -> tuple[list[BenchCase], list[str]]:

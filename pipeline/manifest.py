@@ -11,6 +11,7 @@ from pathlib import Path
 
 from imgpipe import __version__
 from imgpipe.errors import BundleError
+from imgpipe.exporters.registry import get_format
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -82,6 +83,7 @@ def artifact_entry(verification, bundle_root: Path) -> dict:
     entry = {
         "format": a.format,
         "variant": a.variant,
+        "runtime": get_format(a.format).runtime,  # what measured the metrics
         "source": a.source,
         "path": a.path.relative_to(bundle_root).as_posix(),
         "bytes": a.bytes,
