@@ -128,6 +128,13 @@ def test_head_weights_are_the_trained_ones(artifacts, tiny_model):
     assert np.corrcoef(got_kernel.ravel(), kernel.ravel())[0, 1] > 0.99
 
 
+def test_head_weight_difference_is_recorded_for_the_manifest(artifacts):
+    details = {v: a.details["head_weights_max_abs_diff"] for v, a in artifacts.items()}
+    assert details["fp32"] == 0.0
+    assert 0.0 < details["fp16"] < 1e-2
+    assert details["fp16"] <= details["int8"]
+
+
 def test_pruned_weights_are_sparse(artifacts, tiny_model):
     kernel, _ = tiny_model.get_layer("probabilities").get_weights()
     got_kernel, _ = coreml.final_dense_weights(artifacts["pruned"].path)
