@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+from imgpipe.console import to_stderr
+
 from .markdown import render_markdown
 from .suite import PROFILES, RESULTS_DIR, cases_from_environment, run_suite
 
@@ -19,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     cases, notices = cases_from_environment()
     for notice in notices:
         print(f"imgpipe bench: {notice}", file=sys.stderr)
-    suite = run_suite(args.profile, cases, notices, args.results, progress=lambda m: print(m, file=sys.stderr))
+    suite = run_suite(args.profile, cases, notices, args.results, progress=to_stderr)
     markdown = render_markdown(suite)
     (args.results / "report.md").write_text(markdown)
     print(markdown)

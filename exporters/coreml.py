@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from imgpipe import __version__
-from imgpipe.errors import ArtifactError, ConfigError, ExportError
+from imgpipe.errors import ArtifactError, ConfigError, ExportError, first_line
 from imgpipe.exporters.base import Artifact, EmbeddedInfo, ExportContext, Runner
 from imgpipe.exporters.registry import FORMATS
 from imgpipe.preprocessing import Preprocessing
@@ -46,7 +46,7 @@ def export(ctx: ExportContext, variant: str, dest: Path) -> Artifact:
         if compression is not None:
             mlmodel = _compress(ct, mlmodel, compression)
     except Exception as e:  # the converter raises anything from ValueError to NotImplementedError
-        raise ExportError(f"Core ML {variant} conversion failed: {_first_line(e)}") from None
+        raise ExportError(f"Core ML {variant} conversion failed: {first_line(e)}") from None
     spec = mlmodel.get_spec()
     _name_outputs(ct, spec)
     _describe(spec, ctx, variant)
@@ -336,7 +336,7 @@ def _load(ct, path: Path, skip_model_load: bool):
     try:
         return ct.models.MLModel(str(path), skip_model_load=skip_model_load)
     except Exception as e:  # coremltools raises bare Exceptions and protobuf errors for broken packages
-        raise ArtifactError(f"{path}: not a loadable Core ML model ({_first_line(e)})") from None
+        raise ArtifactError(f"{path}: not a loadable Core ML model ({first_line(e)})") from None
 
 
 def _load_spec_only(ct, path: Path):
@@ -357,7 +357,7 @@ def _load_program(mlmodel):
     try:
         return load(spec, spec.specificationVersion, mlmodel.weights_dir)
     except Exception as e:  # a truncated weight.bin surfaces as a bare ValueError("index out of bounds")
-        raise ArtifactError(f"{mlmodel.package_path}: the ML Program cannot be read ({_first_line(e)})") from None
+        raise ArtifactError(f"{mlmodel.package_path}: the ML Program cannot be read ({first_line(e)})") from None
 
 
 def _embedded(spec, classify_labels) -> EmbeddedInfo:
@@ -429,8 +429,3 @@ def _metadata_present(spec) -> bool:
         and all(f.shortDescription for f in features)
         and all(meta.userDefined.get(k) for k in METADATA_KEYS)
     )
-
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 import imgpipe
-from imgpipe.errors import ArtifactError, ConfigError, ExportError
+from imgpipe.errors import ArtifactError, ConfigError, ExportError, first_line
 from imgpipe.exporters.base import Artifact, EmbeddedInfo, ExportContext, Runner
 from imgpipe.model import INPUT_NAME
 from imgpipe.preprocessing import Preprocessing
@@ -73,7 +73,7 @@ def convert_keras(keras_model, image_size: int):
     try:
         model, _ = tf2onnx.convert.from_keras(keras_model, input_signature=signature, opset=OPSET)
     except Exception as e:  # tf2onnx raises anything from ValueError to its own conversion errors
-        raise ExportError(f"tf2onnx could not convert the model to ONNX opset {OPSET}: {_first_line(e)}") from e
+        raise ExportError(f"tf2onnx could not convert the model to ONNX opset {OPSET}: {first_line(e)}") from e
     return model
 
 
@@ -105,7 +105,7 @@ def quantize(
             nodes_to_exclude=_nodes_of_type(prepared, QUANTIZATION["float_ops"]),
         )
     except Exception as e:  # onnxruntime raises RuntimeError, ValueError or its pybind errors
-        raise ExportError(f"onnxruntime could not quantize {fp32_path.name}: {_first_line(e)}") from e
+        raise ExportError(f"onnxruntime could not quantize {fp32_path.name}: {first_line(e)}") from e
 
 
 def _nodes_of_type(path: Path, op_types: list[str]) -> list[str]:
@@ -203,7 +203,7 @@ def _check(model) -> None:
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as e:
         raise ExportError(
-            f"the converted ONNX graph is invalid, likely an op tf2onnx cannot convert: {_first_line(e)}"
+            f"the converted ONNX graph is invalid, likely an op tf2onnx cannot convert: {first_line(e)}"
         ) from e
 
 
@@ -234,7 +234,7 @@ class OnnxRunner(Runner):
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as e:  # ORT raises pybind errors (InvalidProtobuf, NoSuchFile, Fail) with no common base
-            raise ArtifactError(f"{path}: onnxruntime cannot load it ({_first_line(e)}); export it again") from e
+            raise ArtifactError(f"{path}: onnxruntime cannot load it ({first_line(e)}); export it again") from e
         self.preprocessing = preprocessing
         self.input_name = self.session.get_inputs()[0].name
 
@@ -262,7 +262,7 @@ def read_embedded(path: Path) -> EmbeddedInfo:
         pre = props.get("preprocessing")
         preprocessing = Preprocessing.from_dict(json.loads(pre)) if pre else None
     except (ValueError, KeyError, TypeError) as e:
-        raise ArtifactError(f"{path}: unreadable imgpipe metadata in the ONNX file ({_first_line(e)})") from e
+        raise ArtifactError(f"{path}: unreadable imgpipe metadata in the ONNX file ({first_line(e)})") from e
     return EmbeddedInfo(labels=labels, preprocessing=preprocessing)
 
 
@@ -273,10 +273,5 @@ def _read_props(path: Path) -> dict[str, str]:
     try:
         model = onnx.load_model(str(path), load_external_data=False)
     except (OSError, DecodeError, ValueError) as e:
-        raise ArtifactError(f"{path}: not a loadable ONNX file ({_first_line(e)}); export it again") from e
+        raise ArtifactError(f"{path}: not a loadable ONNX file ({first_line(e)}); export it again") from e
     return {p.key: p.value for p in model.metadata_props}
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__

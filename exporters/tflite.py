@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imgpipe.errors import ArtifactError, ConfigError, ExportError
+from imgpipe.errors import ArtifactError, ConfigError, ExportError, first_line
 from imgpipe.exporters.base import Artifact, EmbeddedInfo, ExportContext, Runner
 from imgpipe.exporters.tflite_metadata import embed_metadata, read_metadata
 from imgpipe.preprocessing import Preprocessing
@@ -44,7 +44,7 @@ def export(ctx: ExportContext, variant: str, dest: Path) -> Artifact:
             warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
             flatbuffer = converter.convert()
     except Exception as e:  # the converter raises ConverterError, ValueError or RuntimeError with long logs
-        raise ExportError(f"TFLite {variant} conversion failed: {_first_line(e)}") from None
+        raise ExportError(f"TFLite {variant} conversion failed: {first_line(e)}") from None
     convert_seconds = time.perf_counter() - started
 
     dest = Path(dest)
@@ -214,7 +214,7 @@ def _load_interpreter(path: Path, num_threads: int):
         interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
         interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as e:
-        raise ArtifactError(f"{path}: LiteRT cannot load this file as a TFLite model ({_first_line(e)})") from None
+        raise ArtifactError(f"{path}: LiteRT cannot load this file as a TFLite model ({first_line(e)})") from None
     return interpreter
 
 
@@ -259,9 +259,3 @@ def _tensorflow():
     from imgpipe.tf_runtime import load_tensorflow
 
     return load_tensorflow()[0]
-
-
-def _first_line(e: BaseException) -> str:
-    """Converter errors carry pages of MLIR logs; the CLI shows one line."""
-    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-    return lines[0] if lines else type(e).__name__

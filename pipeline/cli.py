@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from imgpipe import __version__
+from imgpipe.console import to_stderr
 from imgpipe.errors import ImgpipeError
 
 EXIT_INTERRUPTED = 130
@@ -237,11 +238,6 @@ def build_config_from_args(args):
     return config
 
 
-def _to_stderr(message: str) -> None:
-    """Progress goes to stderr so that stdout holds only the result (--json stays parseable)."""
-    print(message, file=sys.stderr, flush=True)
-
-
 def _given(args, **names) -> dict:
     """Only the options the user actually passed, so defaults stay in the dataclasses."""
     return {field: getattr(args, attr) for field, attr in names.items() if getattr(args, attr) is not None}
@@ -252,7 +248,7 @@ def _cmd_predict(args) -> int:
 
     from imgpipe.predict import format_predictions, predict
 
-    results = predict(args.model, args.images, top_k=args.top_k, warn=_to_stderr)
+    results = predict(args.model, args.images, top_k=args.top_k, warn=to_stderr)
     print(json.dumps(results, indent=2) if args.json else format_predictions(results))
     return 0
 
@@ -279,7 +275,7 @@ def _cmd_bench(args) -> int:
 def _cmd_evaluate(args) -> int:
     from imgpipe.evaluate import evaluate_bundle, print_evaluation
 
-    result = evaluate_bundle(args.bundle, args.dataset, progress=_to_stderr)
+    result = evaluate_bundle(args.bundle, args.dataset, progress=to_stderr)
     print_evaluation(result, as_json=args.json)
     return 0
 

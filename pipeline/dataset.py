@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from imgpipe.errors import ConfigError, DatasetError
-from imgpipe.preprocessing import decode_image_bytes
+from imgpipe.preprocessing import decode_image_bytes, unreadable_reason
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})
 SPLITS = ("train", "val", "test")
@@ -234,7 +234,7 @@ def _decode_one(path: Path, image_size: int):
         sha = hashlib.sha256(data).hexdigest()
         return decode_image_bytes(data, image_size), sha, None
     except Exception as e:  # PIL raises many types for broken files; each is a problem to report, not a crash
-        return None, None, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'cannot decode'}"
+        return None, None, unreadable_reason(e)
 
 
 def write_split_file(index: DatasetIndex, path: Path) -> None:

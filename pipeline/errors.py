@@ -4,6 +4,12 @@ Anything else is a bug and keeps its traceback.
 """
 
 
+def first_line(e: BaseException) -> str:
+    """The first non-empty line of an exception's message (converters attach pages of logs), or its type."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return lines[0] if lines else type(e).__name__
+
+
 class ImgpipeError(Exception):
     """A problem with the user's input or environment, with a message that names the file and the fix."""
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from imgpipe.dataset import SplitFractions, scan_dataset
 from imgpipe.errors import BundleError
 from imgpipe.exporters.base import Artifact
+from imgpipe.exporters.registry import get_format
 from imgpipe.manifest import read_manifest
 from imgpipe.preprocessing import Preprocessing
 from imgpipe.report import artifact_rows, format_table, unavailable_notes
@@ -37,8 +38,6 @@ def evaluate_bundle(bundle: Path, dataset: Path, progress=print) -> Evaluation:
     reference_artifact = next((a for a in artifacts if a.variant in ("fp32",) and a.source == "float"), None)
     reference_probs = None
     if reference_artifact is not None:
-        from imgpipe.exporters.registry import get_format
-
         runner = get_format(reference_artifact.format).load().open_runner(reference_artifact.path, preprocessing)
         reference_probs = predict_batched(runner, images)
     entries = []

@@ -11,7 +11,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from imgpipe.errors import ConfigError, WeightsError
+from imgpipe.errors import ConfigError, WeightsError, first_line
 from imgpipe.tf_runtime import load_tensorflow
 
 ARCHITECTURES = ("mobilenet_v2", "mobilenet_v1", "mobilenet_v3_small", "mobilenet_v3_large")
@@ -71,7 +71,7 @@ def build_backbone(spec: BackboneSpec, inputs):
     except Exception as e:  # Keras' download raises a plain Exception("URL fetch failure ...")
         if spec.weights == "imagenet" and ("fetch" in str(e).lower() or "url" in str(e).lower()):
             raise WeightsError(
-                f"could not download ImageNet weights for {spec.arch} alpha {spec.alpha} ({_first_line(e)}); "
+                f"could not download ImageNet weights for {spec.arch} alpha {spec.alpha} ({first_line(e)}); "
                 "offline, pass --weights PATH to a Keras no-top .h5 file (or --weights none)"
             ) from None
         raise
@@ -94,7 +94,3 @@ def feature_extractor(model):
     """The backbone part of a classifier built by `build_classifier`: image -> pooled features."""
     _, keras = load_tensorflow()
     return keras.Model(model.input, model.get_layer("head_dropout").input)
-
-
-def _first_line(e: Exception) -> str:
-    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

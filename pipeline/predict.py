@@ -13,19 +13,19 @@ results for the rest of the folder.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from imgpipe.console import to_stderr
 from imgpipe.dataset import IMAGE_SUFFIXES
 from imgpipe.errors import ArtifactError, BundleError, ConfigError, ImageError
 from imgpipe.exporters.base import Runner
 from imgpipe.exporters.registry import FORMATS, FormatSpec, format_for_path
 from imgpipe.manifest import MANIFEST_NAME, read_manifest
-from imgpipe.preprocessing import Preprocessing, load_image
+from imgpipe.preprocessing import Preprocessing, load_image, unreadable_reason
 from imgpipe.report import format_table
 
 FORMAT_PREFERENCE = ("tflite", "onnx", "coreml")
@@ -43,7 +43,7 @@ class _Loaded:
 
 def predict(target: Path, images: list[Path], top_k: int = 3, warn: Callable[[str], None] | None = None) -> list[dict]:
     """Top-k labels for every image; `warn` receives one line per skipped file (default: stderr)."""
-    warn = warn or _to_stderr
+    warn = warn or to_stderr
     if top_k < 1:
         raise ConfigError(f"--top-k {top_k}: must be at least 1")
     files = _expand(images)
@@ -57,7 +57,7 @@ def predict(target: Path, images: list[Path], top_k: int = 3, warn: Callable[[st
                 pixels.append(load_image(path, size))
                 chunk.append(path)
             except Exception as e:  # PIL raises many types for broken files
-                message = f"{path}: cannot read as an image ({_reason(e)})"
+                message = f"{path}: cannot read as an image ({unreadable_reason(e)})"
                 if explicit:
                     raise ImageError(
                         f"{message}; check the file or pass a readable {'/'.join(sorted(IMAGE_SUFFIXES))} image"
@@ -206,16 +206,3 @@ def _top_k(loaded: _Loaded, paths: list[Path], probs: np.ndarray, k: int) -> lis
             }
         )
     return results
-
-
-def _reason(e: Exception) -> str:
-    from PIL import UnidentifiedImageError
-
-    if isinstance(e, UnidentifiedImageError):  # its message names only the in-memory buffer
-        return "not an image format Pillow recognises"
-    text = str(e).strip()
-    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
-
-
-def _to_stderr(message: str) -> None:
-    print(message, file=sys.stderr)

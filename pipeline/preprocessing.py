@@ -92,3 +92,13 @@ def to_rgb_array(img, image_size: int) -> np.ndarray:
     if img.size != (image_size, image_size):
         img = img.resize((image_size, image_size), Image.BILINEAR)
     return np.asarray(img, dtype=np.uint8)
+
+
+def unreadable_reason(e: Exception) -> str:
+    """Why an image file could not be decoded, in a few words for a one-line warning or error."""
+    from PIL import UnidentifiedImageError
+
+    if isinstance(e, UnidentifiedImageError):  # its message names only the in-memory buffer
+        return "not an image format Pillow recognises"
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
