@@ -1,3 +1,3 @@
 """imgpipe's benchmark suite: timed builds of the embedded dataset and of any dataset folders named in
-IMGPIPE_BENCH_DATA, plus the standard Keras transfer-learning recipe as a baseline. Run `python -m benchmarks`
-from the repository (or `imgpipe bench`)."""
+IMGPIPE_BENCH_DATA, plus the standard Keras transfer-learning recipe as a baseline. Run
+`python -m imgpipe.benchmarks` (or `imgpipe bench`)."""

@@ -1,4 +1,4 @@
-"""`python -m benchmarks [--profile quick|full]` (also `imgpipe bench`)."""
+"""`python -m imgpipe.benchmarks [--profile quick|full]` (also `imgpipe bench`)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from imgpipe.console import to_stderr
-
+from ..pipeline.core.console import setup_console
 from .markdown import render_markdown
 from .suite import PROFILES, RESULTS_DIR, cases_from_environment, run_suite
 
@@ -18,10 +17,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", choices=list(PROFILES), default="quick")
     parser.add_argument("--results", type=Path, default=RESULTS_DIR, help="folder for the JSON and Markdown")
     args = parser.parse_args(argv)
+    setup_console()
     cases, notices = cases_from_environment()
     for notice in notices:
         print(f"imgpipe bench: {notice}", file=sys.stderr)
-    suite = run_suite(args.profile, cases, notices, args.results, progress=to_stderr)
+    suite = run_suite(args.profile, cases, notices, args.results)
     markdown = render_markdown(suite)
     (args.results / "report.md").write_text(markdown)
     print(markdown)

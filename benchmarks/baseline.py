@@ -7,45 +7,51 @@ imgpipe's train split and is scored on imgpipe's test split, so the two accuraci
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
+
+from ..pipeline.config import BackboneSpec
+from ..pipeline.core.preprocessing import load_image
+from ..pipeline.core.tf_runtime import load_tensorflow
+
+log = logging.getLogger(__name__)
 
 
 def run_baseline(
     dataset_root: Path,
     train_relpaths: list[str],
-    test_images: np.ndarray,
-    test_labels: np.ndarray,
+    test_relpaths: list[str],
     labels: list[str],
-    weights: str,
-    alpha: float,
-    image_size: int,
+    backbone: BackboneSpec,
     epochs: int = 10,
-    progress=print,
 ) -> dict:
-    from imgpipe.tf_runtime import load_tensorflow
-
+    """Train the recipe on `train_relpaths` and score it on `test_relpaths`, both inside `dataset_root`; the test
+    photos are decoded with imgpipe's own contract, as imgpipe's test split is."""
     tf, keras = load_tensorflow()
     keras.utils.set_random_seed(0)
+    size = backbone.image_size
     with tempfile.TemporaryDirectory(prefix="imgpipe-baseline-") as tmp:
         train_dir = _link_split(Path(dataset_root), train_relpaths, Path(tmp) / "train", labels)
         start = time.perf_counter()
         train_ds = keras.utils.image_dataset_from_directory(
-            train_dir, image_size=(image_size, image_size), batch_size=32, class_names=labels, shuffle=True, seed=0
+            train_dir, image_size=(size, size), batch_size=32, class_names=labels, shuffle=True, seed=0
         )
-        model = _tutorial_model(keras, len(labels), weights, alpha, image_size)
+        model = _tutorial_model(keras, len(labels), backbone)
         model.compile(
             optimizer=keras.optimizers.Adam(1e-4),
             loss=keras.losses.SparseCategoricalCrossentropy(),
             metrics=["accuracy"],
         )
-        progress(f"baseline: Keras tutorial recipe, {epochs} epochs on {len(train_relpaths)} images")
-        model.fit(train_ds.prefetch(tf.data.AUTOTUNE), epochs=epochs, verbose=2)
+        log.info(f"baseline: Keras tutorial recipe, {epochs} epochs on {len(train_relpaths)} images")
+        model.fit(train_ds.prefetch(tf.data.AUTOTUNE), epochs=epochs, verbose=0)
         train_seconds = time.perf_counter() - start
+    test_images = np.stack([load_image(Path(dataset_root) / rel, size) for rel in test_relpaths])
+    test_labels = np.array([labels.index(PurePosixPath(rel).parts[0]) for rel in test_relpaths])
     probs = model.predict(test_images.astype(np.float32), verbose=0)
     accuracy = float((probs.argmax(1) == test_labels).mean())
     start = time.perf_counter()
@@ -60,16 +66,16 @@ def run_baseline(
     }
 
 
-def _tutorial_model(keras, num_classes: int, weights: str, alpha: float, image_size: int):
+def _tutorial_model(keras, num_classes: int, backbone: BackboneSpec):
     augmentation = keras.Sequential([keras.layers.RandomFlip("horizontal"), keras.layers.RandomRotation(0.2)])
     base = keras.applications.MobileNetV2(
-        input_shape=(image_size, image_size, 3),
+        input_shape=(backbone.image_size, backbone.image_size, 3),
         include_top=False,
-        weights=None if weights == "none" else weights,
-        alpha=alpha,
+        weights=None if backbone.weights == "none" else backbone.weights,
+        alpha=backbone.alpha,
     )
     base.trainable = False
-    inputs = keras.Input(shape=(image_size, image_size, 3))
+    inputs = keras.Input(shape=(backbone.image_size, backbone.image_size, 3))
     x = augmentation(inputs)
     x = keras.applications.mobilenet_v2.preprocess_input(x)
     x = base(x, training=False)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from imgpipe.report import format_ms, format_percent, format_points
+from ..pipeline.reports.table import format_change, format_ms, format_percent
 
 
 def render_markdown(suite: dict) -> str:
@@ -24,7 +24,7 @@ def render_markdown(suite: dict) -> str:
             f"float Keras test accuracy {format_percent(run['keras_accuracy'])}; "
             f"whole build {run['total_seconds']:.1f} s.",
             "",
-            "| artifact | source | accuracy | drop | agreement | bytes | gzip bytes | p50 ms | p95 ms |",
+            "| artifact | source | accuracy | vs float | agreement | bytes | gzip bytes | p50 ms | p95 ms |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
         for a in run["artifacts"]:
@@ -32,7 +32,7 @@ def render_markdown(suite: dict) -> str:
                 a["artifact"],
                 a["source"],
                 format_percent(a["accuracy"]),
-                format_points(a["accuracy_drop"]),
+                format_change(a["accuracy_drop"]),
                 format_percent(a["agreement"]),
                 f"{a['bytes']:,}",
                 f"{a['gzip_bytes']:,}",

@@ -8,6 +8,7 @@ IMGPIPE_BENCH_WEIGHTS (a Keras no-top .h5; 'imagenet' needs a network) with IMGP
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import tempfile
@@ -15,25 +16,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from imgpipe.config import EMBEDDED_BACKBONE, EMBEDDED_TRAINING, BuildConfig
-from imgpipe.model import BackboneSpec
+from ..exporters.registry import FORMATS
+from ..pipeline.config import EMBEDDED_BACKBONE, EMBEDDED_TRAINING, BackboneSpec, BuildConfig
 
+log = logging.getLogger(__name__)
 RESULTS_DIR = Path("benchmarks") / "results"  # relative to where the suite is run: the repository root in CI
-
-PROFILES = {
-    "quick": {
-        "variants": {"tflite": ["fp32", "int8"], "onnx": ["fp32", "int8"], "coreml": ["fp16", "palettize"]},
-        "optimize": [],
-    },
-    "full": {
-        "variants": {
-            "tflite": ["fp32", "fp16", "dynamic", "int8"],
-            "onnx": ["fp32", "int8"],
-            "coreml": ["fp16", "fp32", "int8", "palettize", "pruned"],
-        },
-        "optimize": ["prune", "qat"],
-    },
-}
+# Variants per profile come from each format's row in the format table; model-level optimizations from here.
+PROFILE_OPTIMIZATIONS = {"quick": [], "full": ["prune", "qat"]}
+PROFILES = tuple(PROFILE_OPTIMIZATIONS)
 
 
 @dataclass
@@ -69,24 +59,21 @@ def cases_from_environment(environ=os.environ) -> tuple[list[BenchCase], list[st
     return cases, notices
 
 
-def run_suite(
-    profile: str, cases: list[BenchCase], notices: list[str], results_dir: Path = RESULTS_DIR, progress=print
-) -> dict:
-    from imgpipe.build import run_build
+def run_suite(profile: str, cases: list[BenchCase], notices: list[str], results_dir: Path = RESULTS_DIR) -> dict:
+    from ..pipeline.build import run_build
 
     results_dir.mkdir(parents=True, exist_ok=True)
-    settings = PROFILES[profile]
     runs = []
     for case in cases:
-        progress(f"=== benchmark {case.name} ({profile})")
+        log.info(f"=== benchmark {case.name} ({profile})")
         with tempfile.TemporaryDirectory(prefix="imgpipe-bench-") as tmp:
-            config = _config(case, settings, Path(tmp))
+            config = _config(case, profile, Path(tmp))
             start = time.perf_counter()
-            manifest = run_build(config, progress=progress)
+            result = run_build(config)
             total = time.perf_counter() - start
-            run = _summarise(case, manifest, total)
+            run = _summarise(case, result.manifest, total)
             if case.baseline:
-                run["baseline"] = _baseline(case, config, manifest, progress)
+                run["baseline"] = _baseline(case, result.bundle)
                 run["versus_baseline"] = _ratios(run, run["baseline"])
         runs.append(run)
         (results_dir / f"{case.name}.json").write_text(json.dumps(run, indent=2) + "\n")
@@ -105,16 +92,14 @@ def run_suite(
     return suite
 
 
-def _config(case: BenchCase, settings: dict, out: Path) -> BuildConfig:
-    from imgpipe.synthetic import embedded_dataset
-
+def _config(case: BenchCase, profile: str, out: Path) -> BuildConfig:
     config = BuildConfig(out=out / "build", cache_dir=out / "cache")
-    config.dataset = case.dataset or embedded_dataset(out / "cache-root")
+    config.dataset = case.dataset
     config.backbone = case.backbone
     if case.dataset is None:
         config.train = EMBEDDED_TRAINING
-    config.variant_choices = {k: list(v) for k, v in settings["variants"].items()}
-    config.optimize = list(settings["optimize"])
+    config.variants = {name: list(spec.benchmark_variants[profile]) for name, spec in FORMATS.items()}
+    config.optimize = list(PROFILE_OPTIMIZATIONS[profile])
     config.allow_failures = True
     return config
 
@@ -151,24 +136,19 @@ def _summarise(case: BenchCase, manifest: dict, total: float) -> dict:
     }
 
 
-def _baseline(case: BenchCase, config: BuildConfig, manifest: dict, progress) -> dict:
-    from imgpipe.dataset import scan_dataset
-
+def _baseline(case: BenchCase, bundle: Path) -> dict:
+    """The tutorial recipe on the build's own split, read back from the bundle's splits.json."""
+    from ..pipeline.bundle.manifest import read_manifest
+    from ..pipeline.data.dataset import read_split_file
     from .baseline import run_baseline
 
-    index = scan_dataset(case.dataset, case.backbone.image_size, config.split, progress=progress)
-    test_images, test_labels = index.split("test")
-    train = [e.relpath for e in index.entries if e.split == "train"]
+    rows = read_split_file(bundle / "splits.json")
     return run_baseline(
         case.dataset,
-        train,
-        test_images,
-        test_labels,
-        index.labels,
-        case.backbone.weights,
-        case.backbone.alpha,
-        case.backbone.image_size,
-        progress=progress,
+        [r["path"] for r in rows if r["split"] == "train"],
+        [r["path"] for r in rows if r["split"] == "test"],
+        read_manifest(bundle)["labels"],
+        case.backbone,
     )
 
 

@@ -1,1 +1,1 @@
-"""One module per artifact format, each with an `export` function and a runner; `registry` ties them together."""
+"""One package per artifact format (export, runner, embedded metadata, README), tied together by `registry`."""

@@ -1,44 +1,25 @@
-"""The contracts every format module fulfils: what an export gets, what it returns, and how it is run.
+"""The contracts every format package fulfils: what an export gets, what it returns, and how it is run.
 
-A format module (`imgpipe.exporters.<name>`) provides:
-  export(ctx: ExportContext, variant: str, dest: Path) -> Artifact   write exactly `dest`, nothing else
-  open_runner(path: Path, preprocessing: Preprocessing | None = None, num_threads: int = 1) -> Runner
-  read_embedded(path: Path) -> EmbeddedInfo       labels and preprocessing stored inside the artifact
-Verification, benchmarks and `imgpipe predict` all go through `Runner.predict`, so they measure the same thing.
+A format package (`imgpipe.exporters.<name>`) is a `FormatModule`. Verification, evaluation, the benchmarks and
+`imgpipe predict` all go through `Runner.predict`, so they measure the same thing.
 """
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from functools import cached_property
+from pathlib import Path, PurePosixPath
+from typing import Any, Protocol
 
 import numpy as np
 
-from imgpipe.errors import ConfigError
-from imgpipe.preprocessing import Preprocessing
+from ..pipeline.config import ExportOptions, ModelMetadata
+from ..pipeline.core.errors import BundleError
+from ..pipeline.core.files import tree_bytes, tree_gzip_bytes, tree_sha256
+from ..pipeline.core.preprocessing import Preprocessing
 
-
-@dataclass(frozen=True)
-class ModelMetadata:
-    """Human-facing facts embedded in every artifact (TFLite metadata, Core ML description, ONNX props)."""
-
-    name: str = "ImageClassifier"
-    description: str = "MobileNet image classifier trained with imgpipe"
-    version: str = "1"
-    author: str = "imgpipe"
-    license: str = "Apache-2.0"
-
-
-@dataclass(frozen=True)
-class ExportOptions:
-    io_type: str = "float"  # TFLite int8 input/output type: float | int8 | uint8
-    palette_bits: int = 6  # Core ML palettization: 4 | 6 | 8
-    coreml_sparsity: float = 0.5  # Core ML magnitude weight pruning target
-    calibration_images: int = 100  # representative / calibration set size for full-integer quantization
+LABELS_FILE = "labels.txt"  # beside every artifact in a bundle, and packed inside the TFLite metadata
 
 
 @dataclass
@@ -48,24 +29,25 @@ class ExportContext:
     preprocessing: Preprocessing
     metadata: ModelMetadata
     workdir: Path  # scratch space for intermediate files (SavedModel dirs ...), removed by the caller
-    representative_images: np.ndarray | None = None  # uint8 (N, S, S, 3) from the train split
+    calibration_images: np.ndarray | None = None  # uint8 (N, S, S, 3) train-split images for int8 calibration
     source: str = "float"  # which Keras model: float | prune | qat
     options: ExportOptions = field(default_factory=ExportOptions)
+    # Conversions every export of this same model can reuse (e.g. Core ML's fp16 program, which each compressed
+    # variant starts from); the build keeps one per source model.
+    memo: dict = field(default_factory=dict)
 
     def calibration_set(self, what: str) -> np.ndarray:
-        """Up to `options.calibration_images` uint8 images spread evenly over the representative set: train splits
-        come sorted by class, and the first N would calibrate activation ranges on the first classes only."""
-        images = self.representative_images
-        if images is None or len(images) == 0:
+        if self.calibration_images is None or len(self.calibration_images) == 0:
+            from ..pipeline.core.errors import ConfigError
+
             raise ConfigError(f"{what} needs representative images to calibrate activation ranges; none were given")
-        limit = self.options.calibration_images
-        if limit < 1:
-            raise ConfigError(f"calibration_images must be at least 1, got {limit}")
-        return images[np.unique(np.linspace(0, len(images) - 1, min(limit, len(images))).round().astype(int))]
+        return self.calibration_images
 
 
 @dataclass
 class Artifact:
+    """One exported file (or .mlpackage folder) and what it was made from; sizes and hash are read once."""
+
     format: str
     variant: str
     path: Path
@@ -80,17 +62,44 @@ class Artifact:
     def name(self) -> str:
         return f"{self.format}:{self.variant}" + ("" if self.source == "float" else f" ({self.source})")
 
-    @property
+    @cached_property
     def bytes(self) -> int:
         return tree_bytes(self.path)
 
-    @property
+    @cached_property
     def sha256(self) -> str:
         return tree_sha256(self.path)
 
-    @property
+    @cached_property
     def gzip_bytes(self) -> int:
         return tree_gzip_bytes(self.path)
+
+    @classmethod
+    def from_entry(cls, entry: dict, bundle: Path, labels: list[str], preprocessing: Preprocessing) -> Artifact:
+        """The artifact a manifest entry describes; its path must stay inside the bundle and exist."""
+        return cls(
+            entry["format"],
+            entry["variant"],
+            inside_bundle(bundle, entry["path"]),
+            list(labels),
+            preprocessing,
+            entry.get("source", "float"),
+            entry.get("input_quantization"),
+            entry.get("output_quantization"),
+            entry.get("details") or {},
+        )
+
+
+def inside_bundle(bundle: Path, relpath: str) -> Path:
+    """`bundle/relpath`, refusing paths that leave the bundle: a manifest is data, not a licence to read anywhere."""
+    bundle = Path(bundle)
+    rel = PurePosixPath(str(relpath))
+    path = (bundle / rel).resolve()
+    if rel.is_absolute() or ".." in rel.parts or not path.is_relative_to(bundle.resolve()):
+        raise BundleError(f"{bundle}: the manifest lists '{relpath}', which is outside the bundle; rebuild the bundle")
+    if not path.exists():
+        raise BundleError(f"{bundle / rel}: listed in the manifest but missing; restore the bundle or rebuild it")
+    return bundle / rel
 
 
 @dataclass(frozen=True)
@@ -103,7 +112,8 @@ class Runner(ABC):
     """Loads one artifact with its format's own runtime and predicts class probabilities."""
 
     can_predict: bool = True
-    unavailable_reason: str | None = None  # why predict cannot run here (e.g. Core ML off macOS)
+    unavailable_reason: str | None = None  # why predict cannot run here
+    runtime: str = ""  # what computes the numbers, for the manifest: "onnxruntime 1.32.0", ...
 
     @abstractmethod
     def predict(self, images: np.ndarray) -> np.ndarray:
@@ -111,37 +121,21 @@ class Runner(ABC):
         input quantization happen inside, exactly as an app would do them."""
 
     def structural_checks(self) -> dict[str, bool]:
-        """Named pass/fail checks of the artifact that need no prediction (used where predict is unavailable)."""
+        """Named pass/fail checks of the artifact that need no prediction."""
         return {}
 
 
-def _files(path: Path) -> list[Path]:
-    return [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+class FormatModule(Protocol):
+    """What one format package provides; `registry.FORMATS` says everything else about the format."""
 
+    def export(self, ctx: ExportContext, variant: str, dest: Path) -> Artifact:
+        """Write exactly `dest` (nothing else) and describe it."""
 
-def tree_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in _files(path))
+    def open_runner(self, path: Path, preprocessing: Preprocessing | None = None, num_threads: int = 1) -> Runner:
+        """A runner for the artifact at `path`; without `preprocessing`, the one embedded in it."""
 
+    def read_embedded(self, path: Path) -> EmbeddedInfo:
+        """Labels and preprocessing stored inside the artifact."""
 
-def tree_sha256(path: Path) -> str:
-    """sha256 of a file; for a directory (an .mlpackage), of its relative paths and contents in sorted order."""
-    if path.is_file():
-        return file_sha256(path)
-    h = hashlib.sha256()
-    for p in _files(path):
-        h.update(p.relative_to(path).as_posix().encode() + b"\0")
-        h.update(bytes.fromhex(file_sha256(p)))
-    return h.hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def tree_gzip_bytes(path: Path) -> int:
-    """What the artifact costs inside a compressed app download (pruning only pays off here)."""
-    return sum(len(gzip.compress(p.read_bytes(), compresslevel=9)) for p in _files(path))
+    def render_readme(self, manifest: dict, main: dict, others: list[dict]) -> str:
+        """README.md for the artifact's bundle folder: how an app uses `main` (a manifest entry)."""

@@ -1,3 +1,3 @@
-"""imgpipe: a verified MobileNet image classifier for iOS, Android and ONNX from a folder of photos."""
-
-__version__ = "0.1.0"
+"""The build pipeline: settings (`config`), the stages (`data`, `training`, `optimize`, `verify`, `bundle`,
+`reports`), their orchestration (`build`), the Python API (`api`) and the command line (`commands`).
+`core` is the bottom layer every other module may use."""

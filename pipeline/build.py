@@ -1,142 +1,249 @@
-"""`imgpipe build`: scan -> train -> export -> verify -> publish, with every stage timed and reported."""
+"""`imgpipe build`: scan -> train -> optimize -> export -> verify -> judge -> publish, every stage timed.
+
+The plan (which artifacts) and the backbone weights are checked before any photo is decoded; everything is
+written into a staging folder and published in one step at the end, so a failed build changes nothing.
+"""
 
 from __future__ import annotations
 
-import datetime as dt
-import re
-import shutil
-import time
-from contextlib import contextmanager
+import logging
+from dataclasses import dataclass
 from pathlib import Path
 
-from imgpipe import __version__
-from imgpipe.config import BuildConfig
-from imgpipe.dataset import DatasetIndex, scan_dataset, write_split_file
-from imgpipe.exporters.base import ExportContext
-from imgpipe.exporters.registry import get_format
-from imgpipe.gates import describe_failure, evaluate_gates
-from imgpipe.html_report import write_html_report, write_metrics_json
-from imgpipe.inspect_bundle import write_sha256sums, zip_platform_folders
-from imgpipe.integration import write_platform_readmes
-from imgpipe.manifest import SCHEMA_VERSION, artifact_entry, environment, library_versions, write_manifest
-from imgpipe.metrics import classification_metrics
-from imgpipe.optimize_stage import optimize_model, variants_for_source
-from imgpipe.preprocessing import Preprocessing
-from imgpipe.publish import Staging, remove_stale_staging
-from imgpipe.report import artifact_rows, format_table, unavailable_notes, write_markdown_report
-from imgpipe.train import SplitData, train_classifier
-from imgpipe.verify import verify_artifact
+import numpy as np
+
+from ..exporters.base import Artifact, ExportContext
+from ..exporters.registry import FORMATS
+from .bundle.checksums import write_sha256sums, zip_platform_folders
+from .bundle.layout import artifact_path, remove_artifact, write_labels
+from .bundle.manifest import artifact_entry, build_manifest, write_manifest
+from .bundle.readmes import write_platform_readmes
+from .bundle.staging import Staging, remove_stale_staging
+from .config import BuildConfig
+from .core.console import stage
+from .core.files import tree_sha256
+from .core.preprocessing import Preprocessing
+from .data.dataset import DatasetIndex, LabelledImages, scan_dataset, write_split_file
+from .data.sampling import spread_evenly
+from .data.synthetic import EMBEDDED_VERSION, embedded_dataset
+from .plan import PlannedArtifact, plan_artifacts
+from .reports.html import write_html_report
+from .reports.markdown import write_markdown_report
+from .reports.metrics_json import write_metrics_json
+from .training.train import train_classifier
+from .training.weights import resolve_backbone
+from .verify.gates import judge
+from .verify.metrics import classification_metrics
+from .verify.verify import Reference, Verification, verify_artifact
+
+log = logging.getLogger(__name__)
+BUNDLE_DIR, REPORT_HTML = "bundle", "report.html"
 
 
-class StageTimer:
-    def __init__(self, progress):
-        self.timings: dict[str, float] = {}
-        self.progress = progress
+@dataclass
+class ArtifactResult:
+    """One artifact of a finished build, published or rejected."""
 
-    @contextmanager
-    def stage(self, name: str):
-        self.progress(f"== {name}")
-        start = time.perf_counter()
-        yield
-        self.timings[name] = round(time.perf_counter() - start, 3)
+    format: str
+    variant: str
+    source: str
+    path: Path | None  # None when a gate rejected it
+    bytes: int
+    metrics: dict
+    runtime: str
+    gate_failures: list[str]
+
+    @property
+    def name(self) -> str:
+        return f"{self.format}:{self.variant}" + ("" if self.source == "float" else f" ({self.source})")
+
+    @property
+    def published(self) -> bool:
+        return self.path is not None
 
 
-def run_build(config: BuildConfig, progress=print) -> dict:
-    """Build, verify and publish; returns the manifest. Raises ImgpipeError subclasses for user errors."""
+@dataclass
+class BuildResult:
+    out: Path
+    manifest: dict
+    artifacts: list[ArtifactResult]
+
+    @property
+    def bundle(self) -> Path:
+        return self.out / BUNDLE_DIR
+
+    @property
+    def report(self) -> Path:
+        return self.out / REPORT_HTML
+
+    @property
+    def rejected(self) -> list[ArtifactResult]:
+        return [a for a in self.artifacts if not a.published]
+
+
+def run_build(config: BuildConfig) -> BuildResult:
+    """Build, verify and publish. Raises ImgpipeError subclasses for anything the user can fix."""
     config.validate()
-    remove_stale_staging(config.out)
-    timer = StageTimer(progress)
+    plan = plan_artifacts(config)
+    config.backbone = resolve_backbone(config.backbone)  # a weights file that does not fit fails here, not later
+    dataset = config.dataset or embedded_dataset(config.cache_dir)
     preprocessing = Preprocessing(config.backbone.image_size)
+    timings: dict[str, float] = {}
+    remove_stale_staging(config.out)
     with Staging(config.out) as staging:
-        with timer.stage("scan"):
-            index = scan_dataset(config.dataset, config.backbone.image_size, config.split, progress=progress)
-            _print_counts(index, progress)
-        data = _split_data(index)
-        with timer.stage("train"):
-            result = train_classifier(
+        with stage("scan", timings):
+            index = scan_dataset(dataset, config.backbone.image_size, config.split)
+        _log_counts(index)
+        data = index.training_data()
+        with stage("train", timings):
+            trained = train_classifier(
                 config.backbone,
                 config.train,
                 data,
                 len(index.labels),
                 preprocessing,
-                config.cache_dir,
+                config.cache_dir / "features",
                 staging.root / "logs",
-                progress,
             )
-        timer.timings.update({f"train.{k}": round(v, 3) for k, v in result.timings.items()})
-        _save_keras_model(result.model, staging.root / "keras")
-        test_images, test_labels = index.split("test")
-        with timer.stage("reference"):
-            reference_probs = result.model.predict(preprocessing.normalize(test_images), verbose=0)
-            reference = classification_metrics(reference_probs, test_labels, index.labels)
-        sources = {"float": result.model}
-        optimizations = {}
+        timings.update({f"train.{k}": round(v, 3) for k, v in trained.timings.items()})
+        _save_keras_model(trained.model, staging.root / "keras")
+        test = index.split("test")
+        models, optimizations = {"float": trained.model}, {}
         for name in config.optimize:
-            with timer.stage(f"optimize {name}"):
-                sources[name], optimizations[name] = optimize_model(
-                    name, result.model, data, preprocessing, config, staging.root / "logs", progress
+            from .optimize.sources import optimized_model
+
+            with stage(f"optimize {name}", timings):
+                models[name], optimizations[name] = optimized_model(
+                    name, trained.model, data, preprocessing, config, staging.root / "logs"
                 )
-        verifications = []
-        for source, model in sources.items():
-            for fmt, variant in variants_for_source(config, source):
-                artifact = _export(config, fmt, variant, source, model, index, preprocessing, staging, timer)
-                with timer.stage(f"verify {artifact.name}"):
-                    verifications.append(
-                        verify_artifact(
-                            artifact,
-                            test_images,
-                            test_labels,
-                            index.labels,
-                            reference_probs,
-                            reference["accuracy"],
-                            config.latency,
-                        )
-                    )
-        manifest = _manifest(config, index, preprocessing, reference, verifications, result, timer, staging.bundle)
-        manifest["optimizations"] = optimizations
-        published = _apply_gates(config, verifications, manifest, staging.bundle, progress)
-        _write_labels(staging.bundle, index.labels, {v.artifact.path.parent for v in published})
-        write_split_file(index, staging.bundle / "splits.json")
-        write_manifest(staging.bundle / "manifest.json", manifest)
-        write_platform_readmes(staging.bundle, manifest)
-        zip_platform_folders(staging.bundle)
-        write_sha256sums(staging.bundle)  # last: it covers every file above, the zips included
-        write_markdown_report(staging.root / "report.md", manifest)
-        write_html_report(staging.root / "report.html", manifest)
-        write_metrics_json(staging.root / "metrics.json", manifest)
+        with stage("reference", timings):
+            references = {name: _reference(name, m, test, preprocessing, index.labels) for name, m in models.items()}
+        maker = _ArtifactMaker(
+            config,
+            index.labels,
+            preprocessing,
+            spread_evenly(data.train.images, config.export.calibration_images),
+            test,
+            references,
+            staging,
+            timings,
+        )
+        memos = {name: {} for name in models}  # conversions the exports of one model share
+        verifications = [maker.make(item, models[item.source], memos[item.source]) for item in plan]
+        judged = [(v, judge(v, config.gates)) for v in verifications]
+        for v, gates in judged:
+            if not gates.passed:
+                log.warning(f"not published, failed a gate: {v.artifact.name}: {'; '.join(gates.reasons())}")
+                remove_artifact(v.artifact)
+        write_labels([v.artifact for v, gates in judged if gates.passed], index.labels)
+        manifest = _manifest(
+            config,
+            index,
+            preprocessing,
+            references["float"],
+            judged,
+            trained,
+            optimizations,
+            timings,
+            staging.bundle,
+            dataset,
+        )
+        _write_bundle_files(staging, index, manifest)
         staging.publish()
-    progress("")
-    all_entries = manifest["artifacts"] + manifest["rejected"]
-    progress(format_table(artifact_rows(all_entries, reference)))
-    for note in unavailable_notes(all_entries):
-        progress(note)
-    progress(f"\nbundle: {config.out / 'bundle'}\nreport: {config.out / 'report.html'} (and report.md)")
-    return manifest
+    return BuildResult(config.out, manifest, [_result(e, config.out / BUNDLE_DIR) for e in _all_entries(manifest)])
 
 
-def _apply_gates(config, verifications, manifest, bundle: Path, progress) -> list:
-    """Judge every artifact against its budget; move the failures from `artifacts` to `rejected` and delete
-    their files (and a platform folder left empty), so nothing over budget can be shipped by accident."""
-    published, kept_entries = [], []
-    for v, entry in zip(verifications, manifest["artifacts"]):
-        a = v.artifact
-        limits = config.gates.limits_for(a.format, a.variant, a.source)
-        result = evaluate_gates(limits, {**v.metrics, "bytes": a.bytes}, v.structure_ok)
-        entry["gates"] = result.to_dict()
-        if result.passed:
-            published.append(v)
-            kept_entries.append(entry)
-            continue
-        reasons = [describe_failure(c) for c in result.failures]
-        progress(f"gate failed, not published: {a.name}: " + "; ".join(reasons))
-        entry["rejected_because"] = reasons
-        entry["path"] = None
-        manifest["rejected"].append(entry)
-        shutil.rmtree(a.path) if a.path.is_dir() else a.path.unlink()
-        if not any(a.path.parent.iterdir()):
-            a.path.parent.rmdir()
-    manifest["artifacts"] = kept_entries
-    return published
+@dataclass
+class _ArtifactMaker:
+    """Exports and verifies one planned artifact at a time, with what every artifact of a build shares."""
+
+    config: BuildConfig
+    labels: list[str]
+    preprocessing: Preprocessing
+    calibration: np.ndarray  # uint8 train-split images, sampled once per build
+    test: LabelledImages
+    references: dict[str, Reference]  # per source model
+    staging: Staging
+    timings: dict[str, float]
+
+    def make(self, item: PlannedArtifact, model, memo: dict) -> Verification:
+        spec = FORMATS[item.format]
+        ctx = ExportContext(
+            model=model,
+            labels=list(self.labels),
+            preprocessing=self.preprocessing,
+            metadata=self.config.metadata,
+            workdir=self.staging.work / f"{item.source}-{item.format}-{item.variant}",
+            calibration_images=self.calibration,
+            source=item.source,
+            options=self.config.export,
+            memo=memo,
+        )
+        ctx.workdir.mkdir(parents=True, exist_ok=True)
+        dest = artifact_path(self.staging.bundle, spec, item.variant, item.source, self.config.metadata.name)
+        with stage(f"export {item.name}", self.timings):
+            artifact: Artifact = spec.load().export(ctx, item.variant, dest)
+        with stage(f"verify {item.name}", self.timings):
+            return verify_artifact(
+                artifact,
+                self.test.images,
+                self.test.labels,
+                self.labels,
+                self.references["float"],
+                self.references[item.source],
+                self.config.latency,
+            )
+
+
+def _reference(name: str, model, test: LabelledImages, preprocessing: Preprocessing, labels) -> Reference:
+    probs = model.predict(preprocessing.normalize(test.images), verbose=0)
+    return Reference(f"keras:{name}", probs, classification_metrics(probs, test.labels, labels))
+
+
+def _manifest(config, index, preprocessing, reference, judged, trained, optimizations, timings, bundle, dataset):
+    entries = [artifact_entry(v, gates, bundle, published=gates.passed) for v, gates in judged]
+    return build_manifest(
+        config=_public_config(config, dataset),
+        model={f: getattr(config.metadata, f) for f in ("name", "description", "version", "author", "license")},
+        labels=index.labels,
+        preprocessing=preprocessing.to_dict(),
+        dataset={**index.summary(), "root": _dataset_name(config, dataset)},
+        reference=reference.metrics,
+        training={"history": trained.history, "features_computed": trained.features_computed},
+        optimizations=optimizations,
+        timings=dict(timings),
+        artifacts=[e for e in entries if e["path"] is not None],
+        rejected=[e for e in entries if e["path"] is None],
+    )
+
+
+def _public_config(config: BuildConfig, dataset: Path) -> dict:
+    """The configuration as a bundle may carry it into an app: names and digests, never this machine's paths."""
+    public = config.to_dict()
+    public["out"] = "."
+    public["dataset"] = _dataset_name(config, dataset)
+    public["cache_dir"] = None
+    weights = config.backbone.weights_file
+    if weights is not None:
+        public["backbone"]["weights"] = weights.name
+        public["backbone"]["weights_sha256"] = tree_sha256(weights)
+    return public
+
+
+def _dataset_name(config: BuildConfig, dataset: Path) -> str:
+    return f"embedded:{EMBEDDED_VERSION}" if config.dataset is None else Path(dataset).name
+
+
+def _write_bundle_files(staging: Staging, index: DatasetIndex, manifest: dict) -> None:
+    bundle = staging.bundle
+    write_split_file(index, bundle / "splits.json")
+    write_manifest(bundle / "manifest.json", manifest)
+    write_platform_readmes(bundle, manifest)
+    zip_platform_folders(bundle)
+    write_sha256sums(bundle)  # last in the bundle: it covers every file above, the zips included
+    write_markdown_report(staging.root / "report.md", manifest)
+    write_html_report(staging.root / REPORT_HTML, manifest)
+    write_metrics_json(staging.root / "metrics.json", manifest)
 
 
 def _save_keras_model(model, folder: Path) -> None:
@@ -145,85 +252,28 @@ def _save_keras_model(model, folder: Path) -> None:
     model.save(folder / "model.keras")
 
 
-def _split_data(index: DatasetIndex) -> SplitData:
-    train, val = index.split("train"), index.split("val")
-    return SplitData(
-        train[0],
-        train[1],
-        [e.sha256 for e in index.split_entries("train")],
-        val[0],
-        val[1],
-        [e.sha256 for e in index.split_entries("val")],
-    )
-
-
-def _export(config, fmt, variant, source, model, index, preprocessing, staging, timer):
-    spec = get_format(fmt)
-    folder = staging.bundle / spec.bundle_dir
-    folder.mkdir(exist_ok=True)
-    dest = folder / artifact_filename(spec, variant, source, config.metadata.name)
-    train_images, _ = index.split("train")
-    ctx = ExportContext(
-        model=model,
-        labels=list(index.labels),
-        preprocessing=preprocessing,
-        metadata=config.metadata,
-        workdir=staging.work / f"{source}-{fmt}-{variant}",
-        representative_images=train_images,
-        source=source,
-        options=config.export,
-    )
-    ctx.workdir.mkdir(parents=True, exist_ok=True)
-    with timer.stage(f"export {fmt}:{variant}" + ("" if source == "float" else f" from {source}")):
-        return spec.load().export(ctx, variant, dest)
-
-
-def artifact_filename(spec, variant: str, source: str, model_name: str) -> str:
-    """`model.tflite` / `<Name>.mlpackage` for a format's default float variant; otherwise the variant (and the
-    model-level optimization it came from) is in the name, so a file name never hides what it is."""
-    stem = "model"
-    if spec.name == "coreml":  # Xcode names the generated Swift class after the file
-        stem = re.sub(r"[^A-Za-z0-9]", "", model_name) or "Model"
-    tags = ([] if source == "float" else [source]) + ([] if variant == spec.default_variant else [variant])
-    return "_".join([stem, *tags]) + spec.suffix
-
-
-def _write_labels(bundle: Path, labels: list[str], folders: set[Path]) -> None:
-    for folder in folders:
-        (folder / "labels.txt").write_text("\n".join(labels) + "\n")
-
-
-def _print_counts(index: DatasetIndex, progress) -> None:
+def _log_counts(index: DatasetIndex) -> None:
     counts = index.counts()
-    progress(
+    log.info(
         f"{len(index.entries)} images, {len(index.labels)} classes; per class train/val/test: "
         + ", ".join(f"{k} {v['train']}/{v['val']}/{v['test']}" for k, v in counts.items())
     )
-    for p in index.problems:
-        progress(f"note: {p}")
+    for problem in index.problems:
+        log.warning(problem)
 
 
-def _manifest(config, index, preprocessing, reference, verifications, result, timer, bundle) -> dict:
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "imgpipe_version": __version__,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "libraries": library_versions(),
-        "environment": environment(),
-        "model": {
-            "name": config.metadata.name,
-            "description": config.metadata.description,
-            "version": config.metadata.version,
-            "author": config.metadata.author,
-            "license": config.metadata.license,
-        },
-        "labels": list(index.labels),
-        "preprocessing": preprocessing.to_dict(),
-        "dataset": index.summary(),
-        "config": config.to_dict(),
-        "reference": {"format": "keras", "variant": "float", "metrics": reference},
-        "training": {"history": result.history, "bottlenecks_computed": result.bottlenecks_computed},
-        "timings": dict(timer.timings),
-        "artifacts": [artifact_entry(v, bundle) for v in verifications],
-        "rejected": [],
-    }
+def _all_entries(manifest: dict) -> list[dict]:
+    return manifest["artifacts"] + manifest["rejected"]
+
+
+def _result(entry: dict, bundle: Path) -> ArtifactResult:
+    return ArtifactResult(
+        entry["format"],
+        entry["variant"],
+        entry.get("source", "float"),
+        bundle / entry["path"] if entry["path"] else None,
+        entry["bytes"],
+        entry["metrics"],
+        entry.get("runtime", ""),
+        entry.get("rejected_because", []),
+    )

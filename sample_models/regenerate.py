@@ -23,8 +23,10 @@ TOP_K = 3
 
 
 def main() -> int:
-    from imgpipe.build import run_build
-    from imgpipe.cli import build_config_from_args, build_parser
+    from imgpipe.pipeline.build import run_build
+    from imgpipe.pipeline.commands.build_options import given_options
+    from imgpipe.pipeline.commands.cli import build_parser
+    from imgpipe.pipeline.settings import make_config
 
     with tempfile.TemporaryDirectory() as tmp:
         args = build_parser().parse_args(
@@ -48,7 +50,7 @@ def main() -> int:
                 "TextureClassifier",
             ]
         )
-        run_build(build_config_from_args(args))
+        run_build(make_config(given_options(args), args.config))
         _replace_bundle(Path(tmp) / "out" / "bundle", HERE / "bundle")
     images = write_golden_images(HERE / "images")
     (HERE / "golden.json").write_text(json.dumps(golden_outputs(HERE / "bundle", images), indent=2) + "\n")
@@ -59,7 +61,7 @@ def write_golden_images(folder: Path) -> list[Path]:
     """Generated texture images, one or two per class, as PNG files (the raw end of the preprocessing contract)."""
     from PIL import Image
 
-    from imgpipe.synthetic import CLASSES, draw
+    from imgpipe.pipeline.data.synthetic import CLASSES, draw
 
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir()
@@ -75,16 +77,16 @@ def write_golden_images(folder: Path) -> list[Path]:
 
 def golden_outputs(bundle: Path, images: list[Path]) -> dict:
     """Top-k of every artifact that can run here, per image: what later code must reproduce."""
-    from imgpipe.exporters.registry import get_format
-    from imgpipe.manifest import read_manifest
-    from imgpipe.preprocessing import Preprocessing, load_image
+    from imgpipe.exporters.registry import open_runner
+    from imgpipe.pipeline.bundle.manifest import read_manifest
+    from imgpipe.pipeline.core.preprocessing import Preprocessing, load_image
 
     manifest = read_manifest(bundle)
     pre = Preprocessing.from_dict(manifest["preprocessing"])
     pixels = np.stack([load_image(p, pre.image_size) for p in images])
     goldens = {}
     for entry in manifest["artifacts"]:
-        runner = get_format(entry["format"]).load().open_runner(bundle / entry["path"], pre)
+        runner = open_runner(entry["format"], bundle / entry["path"], pre)
         if not runner.can_predict:
             continue
         probs = runner.predict(pixels)
@@ -99,7 +101,7 @@ def golden_outputs(bundle: Path, images: list[Path]) -> dict:
 
 def _replace_bundle(built: Path, dest: Path) -> None:
     """The build's bundle without its zips (the same files again), with SHA256SUMS rewritten to match."""
-    from imgpipe.inspect_bundle import write_sha256sums
+    from imgpipe.pipeline.bundle.checksums import write_sha256sums
 
     for archive in built.glob("*.zip"):
         archive.unlink()

@@ -1,20 +1,28 @@
-"""Shared fixtures: tiny models and images generated on the spot, so tests need no network and no ../shared."""
+"""Shared fixtures: tiny models and images generated on the spot, so tests need no network and no ../shared.
+
+Expensive things are made once per session and shared: the tiny trained model, every exported artifact
+(`exported`), and one real `imgpipe build` through the command line (`cli_build`) that the end-to-end tests read.
+"""
 
 from __future__ import annotations
 
 import os
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from imgpipe.exporters.base import ExportContext, ModelMetadata  # noqa: E402
-from imgpipe.preprocessing import Preprocessing  # noqa: E402
+from imgpipe.exporters.base import ExportContext  # noqa: E402
+from imgpipe.pipeline.config import ExportOptions, ModelMetadata  # noqa: E402
+from imgpipe.pipeline.core.preprocessing import Preprocessing  # noqa: E402
 
 TINY_SIZE = 96
 TINY_LABELS = ["circle", "square", "stripes"]
+SHARED = Path(os.environ.get("IMGPIPE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 
 
 def make_pattern_images(n_per_class: int, size: int = TINY_SIZE, seed: int = 0):
@@ -75,8 +83,9 @@ def tiny_model(tiny_images):
 
     Trained just enough that its predictions are not constant, so parity and quantization checks mean something.
     """
-    from imgpipe.model import BackboneSpec, build_classifier
-    from imgpipe.tf_runtime import load_tensorflow
+    from imgpipe.pipeline.config import BackboneSpec
+    from imgpipe.pipeline.core.tf_runtime import load_tensorflow
+    from imgpipe.pipeline.training.model import build_classifier
 
     tf, keras = load_tensorflow()
     keras.utils.set_random_seed(0)
@@ -94,8 +103,14 @@ def tiny_model(tiny_images):
 
 
 @pytest.fixture(scope="session")
+def keras_probs(tiny_model, tiny_images):
+    """The float Keras model's probabilities on the tiny images: every exporter's parity reference."""
+    return tiny_model.predict(Preprocessing(TINY_SIZE).normalize(tiny_images[0]), verbose=0)
+
+
+@pytest.fixture(scope="session")
 def export_context(tiny_model, tiny_images, tmp_path_factory):
-    """Everything an exporter needs, for the tiny model (session-wide, so each module converts each variant once)."""
+    """Everything an exporter needs, for the tiny model."""
     images, _ = tiny_images
     return ExportContext(
         model=tiny_model,
@@ -103,5 +118,91 @@ def export_context(tiny_model, tiny_images, tmp_path_factory):
         preprocessing=Preprocessing(TINY_SIZE),
         metadata=ModelMetadata(name="TinyPatterns", description="test model", version="0.0.1"),
         workdir=tmp_path_factory.mktemp("work"),
-        representative_images=images,
+        calibration_images=images,
     )
+
+
+@pytest.fixture(scope="session")
+def exported(export_context, tmp_path_factory):
+    """exported(format, variant, **options) -> Artifact: each combination converted once per session, by the real
+    exporter, into its own folder (conversions are what the suite spends its time on)."""
+    from imgpipe.exporters.registry import FORMATS
+
+    artifacts = {}
+
+    def get(fmt: str, variant: str, **options):
+        key = (fmt, variant, tuple(sorted(options.items())))
+        if key not in artifacts:
+            spec = FORMATS[fmt]
+            folder = tmp_path_factory.mktemp(f"{fmt}-{variant}")
+            ctx = replace(export_context, options=ExportOptions(**options))
+            artifacts[key] = spec.load().export(ctx, variant, folder / f"model{spec.suffix}")
+        return artifacts[key]
+
+    return get
+
+
+def write_pattern_dataset(root: Path, n_per_class: int, seed: int) -> Path:
+    """The pattern images as a class-folder dataset on disk (PNG, every third a JPEG), as a user would have it."""
+    from PIL import Image
+
+    images, labels = make_pattern_images(n_per_class, seed=seed)
+    for i, (image, label) in enumerate(zip(images, labels)):
+        folder = root / TINY_LABELS[label]
+        folder.mkdir(parents=True, exist_ok=True)
+        suffix = ".jpg" if i % 3 == 0 else ".png"
+        Image.fromarray(image).save(folder / f"{TINY_LABELS[label]}_{i:03d}{suffix}", quality=95)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone_weights(tiny_model, tmp_path_factory) -> Path:
+    """The tiny model's backbone saved as a Keras no-top .h5: "pretrained" weights that tell the patterns apart,
+    so builds can take the real transfer-learning path (cached features, head) with no download."""
+    from imgpipe.pipeline.core.tf_runtime import load_tensorflow
+    from imgpipe.pipeline.training.model import feature_extractor
+
+    load_tensorflow()
+    path = tmp_path_factory.mktemp("weights") / "tiny_mobilenet_v2_0.35_no_top.h5"
+    feature_extractor(tiny_model).save_weights(str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def cli_build(tiny_backbone_weights, tmp_path_factory):
+    """One real `imgpipe build` through the command line, shared by every end-to-end test: pattern photos on disk,
+    the tiny backbone as weights file (width read from it), all three formats with int8 variants, a config file
+    whose gate rejects the ONNX int8 model. Returns (exit code, OUT, dataset folder)."""
+    from imgpipe.pipeline.commands.cli import main
+
+    root = tmp_path_factory.mktemp("cli-build")
+    data = write_pattern_dataset(root / "data", n_per_class=16, seed=7)
+    config = root / "imgpipe.toml"
+    config.write_text('[gates."onnx:int8"]\nmax_bytes = 1000\n')
+    code = main(
+        [
+            "build",
+            "--dataset",
+            str(data),
+            "--out",
+            str(root / "out"),
+            "--cache-dir",
+            str(root / "cache"),
+            "--weights",
+            str(tiny_backbone_weights),
+            "--image-size",
+            str(TINY_SIZE),
+            "--config",
+            str(config),
+            "--variants",
+            "tflite:fp32,int8",
+            "onnx:fp32,int8",
+            "coreml:fp16",
+            "--io-type",
+            "uint8",
+            "--name",
+            "TinyPatterns",
+            "--allow-failures",
+        ]
+    )
+    return code, root / "out", data

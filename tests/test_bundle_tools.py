@@ -1,7 +1,6 @@
-"""predict, inspect, SHA256SUMS, platform zips and integration READMEs on a bundle assembled from the tiny model.
+"""predict, inspect, SHA256SUMS, platform zips and integration READMEs, on the bundle the shared build published.
 
-The bundle is exported once per module (TFLite with metadata, ONNX, Core ML fp16) with a manifest carrying the
-fields these tools read; tests that damage it work on a copy.
+Tests that damage a bundle work on a copy.
 """
 
 from __future__ import annotations
@@ -20,68 +19,24 @@ import pytest
 from conftest import TINY_LABELS, TINY_SIZE
 from PIL import Image
 
-from imgpipe.errors import ArtifactError, ImgpipeError
-from imgpipe.exporters import coreml, onnx, tflite
-from imgpipe.exporters.base import ExportContext, ModelMetadata, tree_bytes, tree_sha256
-from imgpipe.inspect_bundle import SUMS_NAME, format_inspection, inspect_bundle, write_sha256sums, zip_platform_folders
-from imgpipe.integration import write_platform_readmes
-from imgpipe.manifest import write_manifest
-from imgpipe.predict import ImageError, format_predictions, predict
-from imgpipe.preprocessing import Preprocessing
+from imgpipe.exporters import tflite
+from imgpipe.pipeline.bundle.checksums import SUMS_NAME, write_sha256sums, zip_platform_folders
+from imgpipe.pipeline.bundle.inspect import format_inspection, inspect_bundle
+from imgpipe.pipeline.commands.predict import format_predictions, predict
+from imgpipe.pipeline.core.errors import ArtifactError, ImageError, ImgpipeError
 
-METADATA = ModelMetadata(name="TinyPatterns", description="test model", version="0.0.1")
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 MLPACKAGE = "ios/TinyPatterns.mlpackage"
 WEIGHTS = f"{MLPACKAGE}/Data/com.apple.CoreML/weights/weight.bin"
 
 
 @pytest.fixture(scope="module")
-def published(tiny_model, tiny_images, tmp_path_factory):
-    """(bundle folder as `imgpipe build` would publish it, its TFLite model stripped of metadata)."""
-    root = tmp_path_factory.mktemp("published")
-    bundle = root / "bundle"
-    ctx = ExportContext(
-        model=tiny_model,
-        labels=list(TINY_LABELS),
-        preprocessing=Preprocessing(TINY_SIZE),
-        metadata=METADATA,
-        workdir=root / "work",
-        representative_images=tiny_images[0],
+def published(cli_build, tmp_path_factory):
+    """(the shared build's bundle, its TFLite model stripped of metadata)."""
+    bundle = cli_build[1] / "bundle"
+    return bundle, _without_metadata(
+        bundle / "android" / "model.tflite", tmp_path_factory.mktemp("plain") / "model.tflite"
     )
-    ctx.workdir.mkdir()
-    artifacts = [
-        tflite.export(ctx, "fp32", bundle / "android" / "model.tflite"),
-        coreml.export(ctx, "fp16", bundle / MLPACKAGE),
-        onnx.export(ctx, "fp32", bundle / "onnx" / "model.onnx"),
-    ]
-    for a in artifacts:
-        (a.path.parent / "labels.txt").write_text("\n".join(TINY_LABELS) + "\n")
-    reason = None if platform.system() == "Darwin" else coreml.UNAVAILABLE_REASON
-    manifest = {
-        "schema_version": 1,
-        "model": {"name": METADATA.name, "description": METADATA.description, "version": METADATA.version},
-        "labels": list(TINY_LABELS),
-        "preprocessing": ctx.preprocessing.to_dict(),
-        "artifacts": [
-            {
-                "format": a.format,
-                "variant": a.variant,
-                "source": "float",
-                "path": a.path.relative_to(bundle).as_posix(),
-                "bytes": tree_bytes(a.path),
-                "gzip_bytes": None,
-                "sha256": tree_sha256(a.path),
-                "details": a.details,
-                "metrics": {"accuracy": None if a.format == "coreml" else 0.9},
-                **({"metrics_unavailable_reason": reason} if a.format == "coreml" and reason else {}),
-            }
-            for a in artifacts
-        ],
-    }
-    write_manifest(bundle / "manifest.json", manifest)
-    write_platform_readmes(bundle, manifest)
-    zip_platform_folders(bundle)
-    write_sha256sums(bundle)
-    return bundle, _without_metadata(artifacts[0].path, root / "plain" / "model.tflite")
 
 
 def _without_metadata(source: Path, dest: Path) -> Path:
@@ -93,7 +48,6 @@ def _without_metadata(source: Path, dest: Path) -> Path:
     model.metadata = None
     builder = flatbuffers.Builder(0)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    dest.parent.mkdir(parents=True)
     dest.write_bytes(bytes(builder.Output()))
     assert tflite.read_embedded(dest).preprocessing is None
     return dest
@@ -181,7 +135,7 @@ def test_coreml_prediction_off_macos_says_it_needs_macos(published, photos):
 def test_inspect_passes_on_a_fresh_bundle(published):
     result = inspect_bundle(published[0])
     assert result.ok and result.error() is None, result.problems
-    assert [a["checksum_ok"] for a in result.artifacts] == [True, True, True]
+    assert [a["checksum_ok"] for a in result.artifacts] == [True] * 4
     assert result.labels == TINY_LABELS and result.model["name"] == "TinyPatterns"
     text = format_inspection(result)
     assert "OK" in text and "android.zip" in text and "SHA256SUMS" in text and "96x96" in text
@@ -243,7 +197,12 @@ def test_platform_zips_are_deterministic_and_hold_their_folder(bundle):
         assert names == sorted(names) and f"{WEIGHTS}" in names
         assert zf.read(WEIGHTS) == (bundle / WEIGHTS).read_bytes()
     with zipfile.ZipFile(bundle / "android.zip") as zf:
-        assert zf.namelist() == ["android/README.md", "android/labels.txt", "android/model.tflite"]
+        assert zf.namelist() == [
+            "android/README.md",
+            "android/labels.txt",
+            "android/model.tflite",
+            "android/model_int8.tflite",
+        ]
 
 
 # --- integration READMEs ---------------------------------------------------------------------------------------

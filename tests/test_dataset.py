@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgpipe.dataset import SplitFractions, assign_splits, scan_dataset
-from imgpipe.errors import ConfigError, DatasetError
+from imgpipe.pipeline.config import SplitFractions
+from imgpipe.pipeline.core.errors import ConfigError, DatasetError
+from imgpipe.pipeline.data.dataset import assign_splits, scan_dataset
 
 
 def _save(path, mode="RGB", size=(40, 30), color=None, **kw):
@@ -32,7 +33,7 @@ def _dataset(tmp_path, per_class=5, classes=("a", "b")):
 
 def test_labels_are_sorted_folder_names_and_images_decoded_to_rgb(tmp_path):
     _dataset(tmp_path, classes=("zebra", "apple", "mango"))
-    index = scan_dataset(tmp_path, 32, progress=lambda *_: None)
+    index = scan_dataset(tmp_path, 32)
     assert index.labels == ["apple", "mango", "zebra"]
     assert index.images.shape == (15, 32, 32, 3) and index.images.dtype == np.uint8
     assert [index.labels[e.label] for e in index.entries] == [e.relpath.split("/")[0] for e in index.entries]
@@ -48,7 +49,7 @@ def test_every_suffix_and_colour_mode_is_accepted(tmp_path):
         _save(tmp_path / "b" / "bitmap.Bmp", "RGB", format="BMP"),
         _save(tmp_path / "b" / "modern.webp", "RGB", format="WEBP"),
     ]
-    index = scan_dataset(tmp_path, 24, progress=lambda *_: None)
+    index = scan_dataset(tmp_path, 24)
     assert len(index.entries) == len(files)
     assert index.images.shape[-1] == 3
     assert not index.problems
@@ -58,21 +59,20 @@ def test_sixteen_bit_images_keep_their_brightness(tmp_path):
     path = tmp_path / "a" / "x.png"
     path.parent.mkdir()
     Image.fromarray(np.full((8, 8), 65535, np.uint16)).save(path)
-    from imgpipe.preprocessing import load_image
+    from imgpipe.pipeline.core.preprocessing import load_image
 
     assert load_image(path, 8).min() == 255
 
 
-def test_unreadable_files_are_reported_and_left_out(tmp_path):
+def test_unreadable_files_are_reported_and_left_out(tmp_path, caplog):
     _dataset(tmp_path, per_class=3)
     (tmp_path / "a" / "broken.jpg").write_bytes(b"not a jpeg at all")
     (tmp_path / "a" / "notes.txt").write_text("hello")
-    messages = []
-    index = scan_dataset(tmp_path, 16, progress=messages.append)
+    index = scan_dataset(tmp_path, 16)
     assert len(index.entries) == 6
     assert any("broken.jpg" in p for p in index.problems)
     assert any("notes.txt" in p for p in index.problems)
-    assert any("broken.jpg" in m and "warning" in m for m in messages)
+    assert any("broken.jpg" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
 
 
 @pytest.mark.parametrize(
@@ -89,7 +89,7 @@ def test_unusable_datasets_are_clear_errors(tmp_path, setup, fragment):
     root.mkdir()
     setup(root)
     with pytest.raises(DatasetError, match=fragment):
-        scan_dataset(root, 16, progress=lambda *_: None)
+        scan_dataset(root, 16)
 
 
 def test_missing_folder_names_the_path(tmp_path):
@@ -116,23 +116,23 @@ def test_every_class_with_three_images_gets_val_and_test(tmp_path):
     for c in "abcdefgh":
         for i in range(3):
             _save(tmp_path / c / f"{i}.png", size=(8, 8))
-    index = scan_dataset(tmp_path, 8, progress=lambda *_: None)
+    index = scan_dataset(tmp_path, 8)
     for counts in index.counts().values():
         assert counts["train"] >= 1 and counts["val"] >= 1 and counts["test"] >= 1
 
 
 def test_digest_changes_with_content_and_not_with_scan_order(tmp_path):
     _dataset(tmp_path)
-    first = scan_dataset(tmp_path, 16, progress=lambda *_: None).digest
-    assert scan_dataset(tmp_path, 16, progress=lambda *_: None).digest == first
+    first = scan_dataset(tmp_path, 16).digest
+    assert scan_dataset(tmp_path, 16).digest == first
     _save(tmp_path / "a" / "a0.png", size=(41, 30))
-    assert scan_dataset(tmp_path, 16, progress=lambda *_: None).digest != first
+    assert scan_dataset(tmp_path, 16).digest != first
 
 
 def test_identical_files_across_classes_are_flagged(tmp_path):
     _dataset(tmp_path)
     (tmp_path / "b" / "copy.png").write_bytes((tmp_path / "a" / "a0.png").read_bytes())
-    index = scan_dataset(tmp_path, 16, progress=lambda *_: None)
+    index = scan_dataset(tmp_path, 16)
     assert any("different classes" in p and "copy.png" in p for p in index.problems)
 
 
@@ -141,7 +141,20 @@ def test_bad_split_fractions_are_rejected(tmp_path):
         scan_dataset(tmp_path, 16, SplitFractions(0.5, 0.1, 0.1))
 
 
+def test_nested_folders_keep_distinct_identities_and_splits(tmp_path):
+    """`daisy/2019/x.jpg` and `roses/2019/x.jpg` are two photos: their identity is the whole path in the dataset."""
+    for c in ("daisy", "roses"):
+        for i in range(4):
+            _save(tmp_path / c / "2019" / f"{c}{i}.png")
+        _save(tmp_path / c / "2019" / "x.png", size=(40 + len(c), 30))
+    index = scan_dataset(tmp_path, 16)
+    paths = [e.relpath for e in index.entries]
+    assert {"daisy/2019/x.png", "roses/2019/x.png"} <= set(paths) and len(set(paths)) == len(paths)
+    splits = dict(zip(paths, assign_splits(paths, [e.label for e in index.entries], SplitFractions())))
+    assert splits == {e.relpath: e.split for e in index.entries}
+
+
 def test_unknown_classes_are_rejected_when_evaluating_against_known_labels(tmp_path):
     _dataset(tmp_path, classes=("a", "b", "c"))
     with pytest.raises(DatasetError, match="c are not among"):
-        scan_dataset(tmp_path, 16, allowed_labels=["a", "b"], progress=lambda *_: None)
+        scan_dataset(tmp_path, 16, allowed_labels=["a", "b"])

@@ -16,19 +16,22 @@ import numpy as np
 import pytest
 from conftest import TINY_LABELS, TINY_SIZE
 
-from imgpipe.errors import ArtifactError, ConfigError, ExportError
 from imgpipe.exporters import coreml
-from imgpipe.exporters.base import ExportOptions
-from imgpipe.preprocessing import Preprocessing
+from imgpipe.exporters.coreml import package
+from imgpipe.exporters.coreml.runner import UNAVAILABLE_REASON
+from imgpipe.exporters.registry import FORMATS
+from imgpipe.pipeline.config import ExportOptions
+from imgpipe.pipeline.core.errors import ArtifactError, ConfigError, ExportError
+from imgpipe.pipeline.core.preprocessing import Preprocessing
 
-VARIANTS = ("fp32", "fp16", "int8", "palettize", "pruned")
+pytestmark = pytest.mark.slow
+VARIANTS = FORMATS["coreml"].variant_names
 off_macos = pytest.mark.skipif(platform.system() == "Darwin", reason="checks the Linux/Windows behaviour")
 
 
 @pytest.fixture(scope="module")
-def artifacts(export_context, tmp_path_factory):
-    out = tmp_path_factory.mktemp("coreml")
-    return {v: coreml.export(export_context, v, out / f"model_{v}.mlpackage") for v in VARIANTS}
+def artifacts(exported):
+    return {v: exported("coreml", v) for v in VARIANTS}
 
 
 @pytest.fixture(scope="module")
@@ -59,12 +62,12 @@ def test_labels_in_order(artifacts, runners):
     embedded = coreml.read_embedded(artifacts["fp16"].path)
     assert embedded.labels == TINY_LABELS
     assert embedded.preprocessing == Preprocessing(TINY_SIZE)
-    classify = coreml._find_classify(runners["fp16"]._program())
+    classify = package.find_classify(runners["fp16"]._program())
     assert list(classify.classes.val) == TINY_LABELS
 
 
 def test_scale_and_bias(runners):
-    scale, bias = coreml._input_scale_bias(runners["fp16"]._program())
+    scale, bias = package.input_scale_bias(runners["fp16"]._program())
     assert scale == pytest.approx(1 / 127.5)
     assert bias == pytest.approx([-1.0, -1.0, -1.0])
 
@@ -113,17 +116,17 @@ def test_sizes(artifacts):
 def test_head_weights_are_the_trained_ones(artifacts, tiny_model):
     """The only numerical check Linux allows: the Dense layer in the package is Keras' Dense layer."""
     kernel, bias = tiny_model.get_layer("probabilities").get_weights()
-    got_kernel, got_bias = coreml.final_dense_weights(artifacts["fp32"].path)
+    got_kernel, got_bias = package.final_dense_weights(artifacts["fp32"].path)
     np.testing.assert_array_equal(got_kernel, kernel)
     np.testing.assert_array_equal(got_bias, bias)
-    got_kernel, got_bias = coreml.final_dense_weights(artifacts["fp16"].path)
+    got_kernel, got_bias = package.final_dense_weights(artifacts["fp16"].path)
     np.testing.assert_allclose(got_kernel, kernel, rtol=1e-3, atol=1e-6)
     np.testing.assert_allclose(got_bias, bias, rtol=1e-3, atol=1e-6)
     # int8 is per output channel (class): off by at most half a step of that class's largest weight / 127
-    got_kernel, _ = coreml.final_dense_weights(artifacts["int8"].path)
+    got_kernel, _ = package.final_dense_weights(artifacts["int8"].path)
     step = np.abs(kernel).max(axis=0) / 127
     assert (np.abs(got_kernel - kernel) <= 0.51 * step + 1e-4).all()
-    got_kernel, _ = coreml.final_dense_weights(artifacts["palettize"].path)
+    got_kernel, _ = package.final_dense_weights(artifacts["palettize"].path)
     assert len(np.unique(got_kernel)) <= 2**6
     assert np.corrcoef(got_kernel.ravel(), kernel.ravel())[0, 1] > 0.99
 
@@ -137,13 +140,13 @@ def test_head_weight_difference_is_recorded_for_the_manifest(artifacts):
 
 def test_pruned_weights_are_sparse(artifacts, tiny_model):
     kernel, _ = tiny_model.get_layer("probabilities").get_weights()
-    got_kernel, _ = coreml.final_dense_weights(artifacts["pruned"].path)
+    got_kernel, _ = package.final_dense_weights(artifacts["pruned"].path)
     assert (got_kernel == 0).mean() == pytest.approx(0.5, abs=0.01)
     kept = got_kernel != 0
     # magnitude pruning keeps the largest weights, unchanged up to fp16
     assert np.abs(kernel[~kept]).max() <= np.abs(kernel[kept]).min() + 1e-3
     np.testing.assert_allclose(got_kernel[kept], kernel[kept], rtol=1e-3, atol=1e-4)
-    program = coreml._load_program(_mlmodel(artifacts["pruned"].path))
+    program = package.load_program(_mlmodel(artifacts["pruned"].path))
     assert "constexpr_sparse_to_dense" in {op.op_type for op in program.functions["main"].operations}
 
 
@@ -151,13 +154,13 @@ def test_pruned_weights_are_sparse(artifacts, tiny_model):
 def test_runner_cannot_predict_off_macos(runners, tiny_images):
     runner = runners["fp16"]
     assert runner.can_predict is False
-    assert runner.unavailable_reason == "Core ML prediction needs macOS (coremltools cannot run models on Linux)"
+    assert runner.unavailable_reason == UNAVAILABLE_REASON
     with pytest.raises(ArtifactError, match="needs macOS"):
         runner.predict(tiny_images[0][:1])
 
 
 def test_unknown_variant_is_a_config_error(export_context, tmp_path):
-    with pytest.raises(ConfigError, match="valid variants: fp16, fp32, int8, palettize, pruned"):
+    with pytest.raises(ConfigError, match="valid coreml variants: fp16, fp32, int8, palettize, pruned"):
         coreml.export(export_context, "int4", tmp_path / "m.mlpackage")
     assert not (tmp_path / "m.mlpackage").exists()
 
@@ -203,14 +206,3 @@ def test_truncated_weights_are_an_artifact_error(artifacts, tmp_path):
     weights.write_bytes(weights.read_bytes()[:1000])
     with pytest.raises(ArtifactError, match="truncated.mlpackage"):
         coreml.open_runner(path).structural_checks()
-
-
-def test_save_replaces_existing_package_and_leaves_nothing_else(artifacts, tmp_path):
-    """Saving is the last step of export; a fresh conversion would add seconds and prove nothing more."""
-    dest = tmp_path / "model.mlpackage"
-    dest.mkdir()
-    (dest / "stale.txt").write_text("old export")
-    coreml._save_atomically(_mlmodel(artifacts["fp16"].path), dest)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.mlpackage"]
-    assert not (dest / "stale.txt").exists()
-    assert coreml.read_embedded(dest).labels == TINY_LABELS

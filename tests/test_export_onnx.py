@@ -12,12 +12,13 @@ import pytest
 from conftest import TINY_LABELS, TINY_SIZE
 
 import imgpipe
-from imgpipe.errors import ArtifactError, ConfigError, ExportError
 from imgpipe.exporters import onnx as onnx_exporter
-from imgpipe.exporters.base import ExportOptions
-from imgpipe.preprocessing import Preprocessing
+from imgpipe.exporters.registry import FORMATS
+from imgpipe.pipeline.core.errors import ArtifactError, ConfigError, ExportError
+from imgpipe.pipeline.core.preprocessing import Preprocessing
+from imgpipe.pipeline.data.sampling import spread_evenly
 
-FP32_MAX_PROB_DIFF = 1e-4
+pytestmark = pytest.mark.slow
 # Measured .73-.82 over three training seeds of the tiny model (vs .42-.57 for always answering its most frequent
 # class): a barely trained random-init network has small class margins, unlike ImageNet-based ones (.99+).
 INT8_MIN_TOP1_AGREEMENT = 0.65
@@ -26,23 +27,13 @@ INT8_MAX_SIZE_RATIO = 0.5
 
 
 @pytest.fixture(scope="module")
-def keras_probs(tiny_model, tiny_images):
-    return tiny_model.predict(Preprocessing(TINY_SIZE).normalize(tiny_images[0]), verbose=0)
+def fp32(exported):
+    return exported("onnx", "fp32")
 
 
 @pytest.fixture(scope="module")
-def out_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("onnx_out")
-
-
-@pytest.fixture(scope="module")
-def fp32(export_context, out_dir):
-    return onnx_exporter.export(export_context, "fp32", out_dir / "model_fp32.onnx")
-
-
-@pytest.fixture(scope="module")
-def int8(export_context, out_dir):
-    return onnx_exporter.export(export_context, "int8", out_dir / "model_int8.onnx")
+def int8(exported):
+    return exported("onnx", "int8")
 
 
 @pytest.fixture(params=["fp32", "int8"])
@@ -50,12 +41,13 @@ def artifact(request):
     return request.getfixturevalue(request.param)
 
 
-def test_fp32_matches_keras_probabilities(fp32, tiny_images, keras_probs):
+def test_fp32_is_within_the_format_tables_parity(fp32, tiny_images, keras_probs):
+    parity = FORMATS["onnx"].variant("fp32").parity
     probs = onnx_exporter.open_runner(fp32.path).predict(tiny_images[0])
     assert len(set(keras_probs.argmax(1))) > 1, "the reference predicts one class, so parity would be vacuous"
     assert probs.dtype == np.float32 and probs.shape == keras_probs.shape
-    np.testing.assert_array_equal(probs.argmax(1), keras_probs.argmax(1))
-    assert np.abs(probs - keras_probs).max() <= FP32_MAX_PROB_DIFF
+    assert np.mean(probs.argmax(1) == keras_probs.argmax(1)) >= parity.min_agreement
+    assert np.abs(probs - keras_probs).max() <= parity.max_abs_prob_diff
 
 
 def test_fp32_graph_takes_nhwc_images_with_any_batch_size_at_opset_17(fp32, tiny_images):
@@ -91,8 +83,9 @@ def test_provenance_is_embedded(artifact, export_context):
     assert export_context.metadata.description in model.doc_string
 
 
-def test_export_writes_only_the_destination_files(fp32, int8, out_dir):
-    assert sorted(p.name for p in out_dir.iterdir()) == ["model_fp32.onnx", "model_int8.onnx"]
+def test_export_writes_only_the_destination_file(fp32, int8):
+    for artifact in (fp32, int8):
+        assert [p.name for p in artifact.path.parent.iterdir()] == [artifact.path.name]
 
 
 def test_runner_uses_the_cpu_with_the_requested_threads(fp32):
@@ -140,21 +133,18 @@ def test_unknown_variant_raises_config_error_listing_valid_ones(export_context, 
 
 
 def test_int8_without_calibration_images_raises_config_error(export_context, tmp_path):
-    context = dataclasses.replace(export_context, representative_images=None)
+    context = dataclasses.replace(export_context, calibration_images=None)
     with pytest.raises(ConfigError, match="representative images"):
         onnx_exporter.export(context, "int8", tmp_path / "model.onnx")
 
 
-def test_calibration_images_span_a_class_sorted_set(export_context):
+def test_calibration_images_span_a_class_sorted_set():
     classes = np.repeat(np.arange(3, dtype=np.uint8), 20)[:, None, None, None]  # each "image" holds its class
-    context = dataclasses.replace(
-        export_context, representative_images=classes, options=ExportOptions(calibration_images=3)
-    )
-    assert sorted(context.calibration_set("ONNX int8").ravel()) == [0, 1, 2]
+    assert sorted(spread_evenly(classes, 3).ravel()) == [0, 1, 2]
 
 
 def test_unconvertible_model_raises_one_line_export_error(export_context, tmp_path):
-    from imgpipe.tf_runtime import load_tensorflow
+    from imgpipe.pipeline.core.tf_runtime import load_tensorflow
 
     tf, keras = load_tensorflow()
     image = keras.Input((8, 8, 3), name="image")

@@ -7,25 +7,22 @@ tests are skipped with a reason naming the missing folder.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
-import numpy as np
 import pytest
+from conftest import SHARED
 
-from imgpipe.build import run_build
-from imgpipe.config import BuildConfig
-from imgpipe.model import BackboneSpec
-from imgpipe.train import TrainConfig
+from imgpipe.pipeline.build import run_build
+from imgpipe.pipeline.config import BackboneSpec, BuildConfig, TrainConfig
 
-SHARED = Path(os.environ.get("IMGPIPE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 FLOWERS = SHARED / "datasets" / "flowers"
 WEIGHTS = SHARED / "weights" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
 
-pytestmark = pytest.mark.skipif(
-    not (FLOWERS.is_dir() and WEIGHTS.is_file()),
-    reason=f"real photos and ImageNet weights not found under {SHARED} (set IMGPIPE_SHARED)",
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not (FLOWERS.is_dir() and WEIGHTS.is_file()),
+        reason=f"real photos and ImageNet weights not found under {SHARED} (set IMGPIPE_SHARED)",
+    ),
+]
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +31,9 @@ def flowers_build(tmp_path_factory):
     config = BuildConfig(out=root / "out", dataset=FLOWERS, cache_dir=root / "cache")
     config.backbone = BackboneSpec("mobilenet_v2", 0.35, 224, str(WEIGHTS))
     config.train = TrainConfig(epochs=30)
-    config.variant_choices = {"tflite": ["fp32", "int8"], "onnx": ["fp32", "int8"]}
+    config.variants = {"tflite": ["fp32", "int8"], "onnx": ["fp32", "int8"]}
     config.allow_failures = True
-    return run_build(config, progress=lambda *_: None), root
+    return run_build(config).manifest, root
 
 
 def _by_variant(manifest: dict) -> dict:
@@ -57,20 +54,19 @@ def test_chosen_int8_settings_keep_accuracy(flowers_build):
 
 def test_per_tensor_onnx_quantization_would_have_collapsed(flowers_build, tmp_path):
     """Why the exporter uses per-channel scales: the same calibration with one scale per tensor loses the model."""
-    from imgpipe.dataset import scan_dataset
     from imgpipe.exporters import onnx as onnx_exporter
-    from imgpipe.preprocessing import Preprocessing
+    from imgpipe.exporters.onnx.quantize import quantize
+    from imgpipe.pipeline.core.preprocessing import Preprocessing
+    from imgpipe.pipeline.data.dataset import scan_dataset
+    from imgpipe.pipeline.data.sampling import spread_evenly
 
     manifest, root = flowers_build
     pre = Preprocessing.from_dict(manifest["preprocessing"])
-    index = scan_dataset(FLOWERS, pre.image_size, progress=lambda *_: None)
-    train, _ = index.split("train")
-    test, labels = index.split("test")
-    calibration = train[np.linspace(0, len(train) - 1, 100).round().astype(int)]
+    index = scan_dataset(FLOWERS, pre.image_size)
+    calibration = spread_evenly(index.split("train").images, 100)
+    test = index.split("test")
     per_tensor = tmp_path / "per_tensor.onnx"
-    onnx_exporter.quantize(
-        root / "out" / "bundle" / "onnx" / "model.onnx", per_tensor, calibration, pre, per_channel=False
-    )
-    accuracy = float((onnx_exporter.open_runner(per_tensor, pre).predict(test).argmax(1) == labels).mean())
+    quantize(root / "out" / "bundle" / "onnx" / "model.onnx", per_tensor, calibration, pre, per_channel=False)
+    accuracy = float((onnx_exporter.open_runner(per_tensor, pre).predict(test.images).argmax(1) == test.labels).mean())
     per_channel = _by_variant(manifest)[("onnx", "int8")]["accuracy"]
     assert per_channel - accuracy >= 0.2, f"per-channel {per_channel:.2f} vs per-tensor {accuracy:.2f}"

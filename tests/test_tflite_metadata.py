@@ -5,38 +5,34 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from imgpipe.errors import ArtifactError, ExportError
-from imgpipe.exporters.base import ModelMetadata
-from imgpipe.exporters.tflite_metadata import embed_metadata, read_metadata
-from imgpipe.preprocessing import Preprocessing
+from imgpipe.exporters.tflite.metadata import embed_metadata, read_metadata
+from imgpipe.pipeline.config import ModelMetadata
+from imgpipe.pipeline.core.errors import ArtifactError, ExportError
+from imgpipe.pipeline.core.preprocessing import Preprocessing
 
+pytestmark = pytest.mark.slow
 LABELS = ["circle", "square", "stripes"]
 METADATA = ModelMetadata(name="TinyPatterns", description="test model", version="0.0.1", author="tests", license="MIT")
-KINDS = ("float", "int8", "uint8")
+KINDS = {"float": ("fp32", "float"), "int8": ("int8", "int8"), "uint8": ("int8", "uint8")}  # input type: variant, io
 CHECKER = Path(__file__).resolve().parents[1].parent / "shared" / "tools" / "check-tflite-metadata"
 
 
-def convert(model, images: np.ndarray, kind: str) -> bytes:
-    """float, or full-integer with int8/uint8 I/O: the three input types an Android app can be handed."""
-    from imgpipe.tf_runtime import load_tensorflow
+def without_metadata(source: Path, dest: Path) -> Path:
+    """The exporter's model with its metadata taken out: what a converter alone writes."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as tfl
 
-    tf, _ = load_tensorflow()
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    if kind != "float":
-        calibration = Preprocessing(images.shape[1]).normalize(images[::3])
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: ([calibration[i : i + 1]] for i in range(len(calibration)))
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = converter.inference_output_type = getattr(tf, kind)
-    with warnings.catch_warnings():  # integer I/O always triggers it; the calibration set provides the ranges
-        warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
-        return converter.convert()
+    model = tfl.ModelT.InitFromPackedBuf(source.read_bytes(), 0)
+    model.metadata = None
+    builder = flatbuffers.Builder(0)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    dest.write_bytes(bytes(builder.Output()))
+    return dest
 
 
 def input_quantization(path: Path) -> dict | None:
@@ -78,14 +74,13 @@ def embed(path: Path, size: int, **overrides) -> None:
 
 
 @pytest.fixture(scope="module")
-def plain(tiny_model, tiny_images, tmp_path_factory) -> dict[str, Path]:
-    """Each kind converted once for the module: conversion dominates the run time."""
-    images, _ = tiny_images
+def plain(exported, tmp_path_factory) -> dict[str, Path]:
+    """The three input types an Android app can be handed (float, int8, uint8), without metadata."""
     folder = tmp_path_factory.mktemp("plain")
-    paths = {kind: folder / f"{kind}.tflite" for kind in KINDS}
-    for kind, path in paths.items():
-        path.write_bytes(convert(tiny_model, images, kind))
-    return paths
+    return {
+        kind: without_metadata(exported("tflite", variant, io_type=io).path, folder / f"{kind}.tflite")
+        for kind, (variant, io) in KINDS.items()
+    }
 
 
 @pytest.fixture(scope="module")

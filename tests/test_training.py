@@ -8,12 +8,17 @@ import numpy as np
 import pytest
 from conftest import TINY_SIZE, make_pattern_images
 
-from imgpipe.bottlenecks import model_key
-from imgpipe.errors import ConfigError, WeightsError
-from imgpipe.model import ARCHITECTURES, BackboneSpec, build_classifier
-from imgpipe.preprocessing import Preprocessing
-from imgpipe.tf_runtime import load_tensorflow
-from imgpipe.train import SplitData, TrainConfig, train_classifier
+from imgpipe.pipeline.config import ARCHITECTURES, BackboneSpec, TrainConfig
+from imgpipe.pipeline.core.errors import ConfigError, WeightsError
+from imgpipe.pipeline.core.preprocessing import Preprocessing
+from imgpipe.pipeline.core.tf_runtime import load_tensorflow
+from imgpipe.pipeline.data.dataset import LabelledImages, SplitData
+from imgpipe.pipeline.training.features import model_key
+from imgpipe.pipeline.training.model import build_classifier
+from imgpipe.pipeline.training.train import train_classifier
+from imgpipe.pipeline.training.weights import resolve_backbone
+
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +37,7 @@ def split_data():
     train, train_y = make_pattern_images(8, seed=1)
     val, val_y = make_pattern_images(3, seed=2)
     hashes = lambda imgs: [hashlib.sha256(img.tobytes()).hexdigest() for img in imgs]  # noqa: E731
-    return SplitData(train, train_y, hashes(train), val, val_y, hashes(val))
+    return SplitData(LabelledImages(train, train_y, hashes(train)), LabelledImages(val, val_y, hashes(val)))
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
@@ -51,17 +56,13 @@ def test_pretrained_path_caches_bottlenecks_and_fine_tunes(no_top_weights, split
     spec = BackboneSpec("mobilenet_v2", 0.35, TINY_SIZE, str(no_top_weights))
     config = TrainConfig(epochs=2, fine_tune_epochs=1, fine_tune_layers=10, batch_size=8)
     pre = Preprocessing(TINY_SIZE)
-    first = train_classifier(
-        spec, config, split_data, 3, pre, tmp_path / "cache", tmp_path / "logs", progress=lambda *_: None
-    )
-    assert first.bottlenecks_computed == len(split_data.train_images) + len(split_data.val_images)
+    first = train_classifier(spec, config, split_data, 3, pre, tmp_path / "cache", tmp_path / "logs")
+    assert first.features_computed == len(split_data.train) + len(split_data.val)
     assert set(first.history) == {"head", "fine_tune"}
     assert len(first.history["head"]["loss"]) <= 2 and "val_loss" in first.history["head"]
     assert list((tmp_path / "logs").glob("*/train/events.out.tfevents*")), "TensorBoard logs per phase"
-    second = train_classifier(
-        spec, config, split_data, 3, pre, tmp_path / "cache", tmp_path / "logs2", progress=lambda *_: None
-    )
-    assert second.bottlenecks_computed == 0, "a rebuild reads every feature from the cache"
+    second = train_classifier(spec, config, split_data, 3, pre, tmp_path / "cache", tmp_path / "logs2")
+    assert second.features_computed == 0, "a rebuild reads every feature from the cache"
 
 
 def test_head_weights_reach_the_full_model(no_top_weights, split_data, tmp_path):
@@ -75,7 +76,6 @@ def test_head_weights_reach_the_full_model(no_top_weights, split_data, tmp_path)
         Preprocessing(TINY_SIZE),
         tmp_path / "cache",
         tmp_path / "logs",
-        progress=lambda *_: None,
     )
     kernel, _ = result.model.get_layer("probabilities").get_weights()
     fresh = build_classifier(spec, 3)
@@ -93,19 +93,28 @@ def test_cache_key_follows_weights_content(no_top_weights, tmp_path):
     assert model_key(BackboneSpec("mobilenet_v2", 0.35, 128, str(no_top_weights)), Preprocessing(128)) != same
 
 
-def test_weights_for_another_architecture_are_a_clear_error(no_top_weights):
-    with pytest.raises(WeightsError, match="mobilenet_v1"):
-        build_classifier(BackboneSpec("mobilenet_v1", 0.25, TINY_SIZE, str(no_top_weights)), 3)
+def test_weights_file_decides_the_width_and_a_misfit_names_the_right_one(no_top_weights):
+    """The file was made for mobilenet_v2 alpha 0.35: without --alpha that is the width; with another arch or
+    alpha the error says which one the file fits, before any photo is decoded."""
+    assert resolve_backbone(BackboneSpec("mobilenet_v2", None, TINY_SIZE, str(no_top_weights))).alpha == 0.35
+    with pytest.raises(WeightsError, match="made for mobilenet_v2 alpha 0.35: pass --arch mobilenet_v2 --alpha 0.35"):
+        resolve_backbone(BackboneSpec("mobilenet_v1", 0.25, TINY_SIZE, str(no_top_weights)))
+    with pytest.raises(WeightsError, match="--alpha 0.35"):
+        resolve_backbone(BackboneSpec("mobilenet_v2", 0.5, TINY_SIZE, str(no_top_weights)))
 
 
-@pytest.mark.parametrize(
-    "spec, fragment",
-    [
-        (BackboneSpec("resnet", 1.0, 96, "none"), "unknown --arch"),
-        (BackboneSpec("mobilenet_v2", 1.0, 64, "none"), "outside 96-224"),
-        (BackboneSpec("mobilenet_v2", 1.0, 96, "/no/such.h5"), "not found"),
-    ],
-)
-def test_bad_backbone_options(spec, fragment):
-    with pytest.raises((ConfigError, WeightsError), match=fragment):
-        spec.validate()
+@pytest.mark.parametrize("content", [b"", b"not hdf5 at all", None])
+def test_a_file_that_is_not_keras_weights_is_a_clear_error(no_top_weights, tmp_path, content):
+    path = tmp_path / "weights.h5"
+    path.write_bytes(no_top_weights.read_bytes()[:5000] if content is None else content)  # None: truncated
+    with pytest.raises(WeightsError, match="weights.h5: not a Keras weights file"):
+        resolve_backbone(BackboneSpec("mobilenet_v2", None, TINY_SIZE, str(path)))
+
+
+def test_without_a_weights_file_the_default_width_applies():
+    assert resolve_backbone(BackboneSpec("mobilenet_v2", None, TINY_SIZE, "none")).alpha == 1.0
+
+
+def test_a_missing_weights_file_is_a_config_error():
+    with pytest.raises(ConfigError, match="/no/such.h5: weights file not found"):
+        BackboneSpec("mobilenet_v2", 1.0, 96, "/no/such.h5").check()

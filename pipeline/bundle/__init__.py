@@ -1,0 +1,1 @@
+"""What a build publishes: staging, layout, manifest, checksums, READMEs, and inspecting a bundle."""

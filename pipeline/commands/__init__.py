@@ -1,0 +1,1 @@
+"""The imgpipe command line and its commands."""

@@ -1,0 +1,93 @@
+"""`imgpipe evaluate`: every artifact of a published bundle, run on another labelled folder.
+
+A bundle holds no Keras model, so agreement is measured against the bundle's float default artifact that can
+predict here (the reference is computed once and reused for its own row).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from ...exporters.base import Artifact
+from ...exporters.registry import FORMATS, open_runner
+from ..bundle.manifest import read_manifest
+from ..config import SplitFractions
+from ..core.preprocessing import Preprocessing
+from ..data.dataset import scan_dataset
+from ..reports.table import artifact_rows, format_table, unavailable_notes
+from ..verify.metrics import classification_metrics
+from ..verify.verify import Reference, predict_batched, verify_artifact
+
+ALL_FOR_EVALUATION = SplitFractions(1.0, 0.0, 0.0)
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Evaluation:
+    dataset: dict
+    reference: str | None  # the artifact others are compared with
+    artifacts: list[dict]
+
+
+def evaluate_bundle(bundle: Path, dataset: Path) -> Evaluation:
+    bundle = Path(bundle)
+    manifest = read_manifest(bundle)
+    labels = manifest["labels"]
+    preprocessing = Preprocessing.from_dict(manifest["preprocessing"])
+    index = scan_dataset(dataset, preprocessing.image_size, ALL_FOR_EVALUATION, allowed_labels=labels)
+    photos = index.split("train")
+    artifacts = [Artifact.from_entry(e, bundle, labels, preprocessing) for e in manifest["artifacts"]]
+    reference = _reference(artifacts, photos, labels)
+    entries = []
+    for artifact in artifacts:
+        log.info(f"evaluating {artifact.name} on {len(photos)} images")
+        v = verify_artifact(artifact, photos.images, photos.labels, labels, reference)
+        entry = {
+            "format": artifact.format,
+            "variant": artifact.variant,
+            "source": artifact.source,
+            "runtime": v.runtime,
+            "path": artifact.path.relative_to(bundle).as_posix(),
+            "bytes": artifact.bytes,
+            "gzip_bytes": artifact.gzip_bytes,
+            "metrics": {k: val for k, val in v.metrics.items() if k not in ("bytes", "gzip_bytes")},
+        }
+        if v.unavailable_reason:
+            entry["metrics_unavailable_reason"] = v.unavailable_reason
+            entry["structural_checks"] = v.structural_checks
+        entries.append(entry)
+    totals = {label: sum(c.values()) for label, c in index.counts().items()}
+    summary = {**index.summary(), "root": Path(dataset).name, "counts": totals}
+    return Evaluation(summary, reference.name if reference else None, entries)
+
+
+def _reference(artifacts: list[Artifact], photos, labels: list[str]) -> Reference | None:
+    """The first float default artifact that can predict here, in the format table's predict order."""
+    candidates = sorted(
+        (a for a in artifacts if a.source == "float" and a.variant == FORMATS[a.format].default_variant),
+        key=lambda a: FORMATS[a.format].predict_rank,
+    )
+    for artifact in candidates:
+        runner = open_runner(artifact.format, artifact.path, artifact.preprocessing)
+        if runner.can_predict:
+            probs = predict_batched(runner, photos.images)
+            return Reference(artifact.name, probs, classification_metrics(probs, photos.labels, labels))
+    return None
+
+
+def print_evaluation(result: Evaluation, as_json: bool) -> None:
+    if as_json:
+        print(
+            json.dumps(
+                {"dataset": result.dataset, "reference": result.reference, "artifacts": result.artifacts}, indent=2
+            )
+        )
+        return
+    print(format_table(artifact_rows(result.artifacts)))
+    if result.reference:
+        print(f"agreement and max|Δp| are against {result.reference} (a bundle holds no Keras model)")
+    for note in unavailable_notes(result.artifacts):
+        print(note)

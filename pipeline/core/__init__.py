@@ -1,0 +1,1 @@
+"""The bottom layer: errors, files, the preprocessing contract, console output, TensorFlow's import."""

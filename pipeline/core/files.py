@@ -1,0 +1,102 @@
+"""Files on disk: atomic writes (the one place imgpipe writes a file that someone else may read) and checksums.
+
+A reader, an app's CI copying a bundle, or an interrupted build never sees half a file: content is written beside
+its destination (same filesystem), flushed, and renamed over it in one step. Folders (an .mlpackage) are built
+aside and swapped in the same way.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+
+def write_atomic(dest: Path, write: Callable[[BinaryIO], None], mode: int = 0o644, durable: bool = True) -> Path:
+    """Call `write(file)` on a temporary file beside `dest`, then rename it over `dest`.
+
+    `durable` flushes to the disk before the rename, so a power cut leaves the old or the new file; cache entries
+    skip it (a damaged entry is detected and recomputed) because thousands of syncs cost seconds.
+    """
+    dest = Path(dest)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return dest
+
+
+def write_bytes_atomic(dest: Path, data: bytes) -> Path:
+    return write_atomic(dest, lambda f: f.write(data))
+
+
+def write_text_atomic(dest: Path, text: str) -> Path:
+    return write_atomic(dest, lambda f: f.write(text.encode("utf-8")))
+
+
+def replace_tree_atomic(dest: Path, build: Callable[[Path], None]) -> Path:
+    """Call `build(path)` to create a folder beside `dest`, then swap it in; the old folder goes only after."""
+    dest = Path(dest)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        staged, previous = staging / dest.name, staging / "previous"
+        build(staged)
+        if dest.exists():
+            os.replace(dest, previous)
+        try:
+            os.replace(staged, dest)
+        except OSError:
+            if previous.exists():
+                os.replace(previous, dest)
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return dest
+
+
+def files_under(path: Path) -> list[Path]:
+    """The file itself, or every file under a folder in sorted order."""
+    path = Path(path)
+    return [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+
+
+def tree_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in files_under(path))
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def tree_sha256(path: Path) -> str:
+    """sha256 of a file; for a folder (an .mlpackage), of its relative paths and contents in sorted order."""
+    path = Path(path)
+    if path.is_file():
+        return file_sha256(path)
+    h = hashlib.sha256()
+    for p in files_under(path):
+        h.update(p.relative_to(path).as_posix().encode() + b"\0")
+        h.update(bytes.fromhex(file_sha256(p)))
+    return h.hexdigest()
+
+
+def tree_gzip_bytes(path: Path) -> int:
+    """What the artifact costs inside a compressed app download (pruning only pays off here)."""
+    return sum(len(gzip.compress(p.read_bytes(), compresslevel=9, mtime=0)) for p in files_under(path))

@@ -1,0 +1,1 @@
+"""Class-folder datasets: scanning, splitting, sampling, and the embedded generated dataset."""

@@ -1,0 +1,1 @@
+"""Model-level optimizations with tensorflow-model-optimization: pruning and quantization-aware training."""

@@ -1,0 +1,22 @@
+"""The Keras models a build exports besides the float one: one per model-level optimization asked for."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..config import BuildConfig
+from ..core.preprocessing import Preprocessing
+from ..data.dataset import SplitData
+
+
+def optimized_model(
+    name: str, model, data: SplitData, preprocessing: Preprocessing, config: BuildConfig, log_dir: Path
+):
+    """(optimized copy of `model`, report) for one optimization; the float model is left unchanged."""
+    if name == "prune":
+        from .prune import prune_model
+
+        return prune_model(model, data, preprocessing, config.prune, log_dir / "prune")
+    from .qat import qat_model
+
+    return qat_model(model, data, preprocessing, config.qat, log_dir / "qat")

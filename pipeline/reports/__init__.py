@@ -1,0 +1,1 @@
+"""Human-readable results: the artifact table, report.md, report.html with plots, metrics.json."""

@@ -1,0 +1,122 @@
+"""The artifact table, as the console, report.md, report.html and `imgpipe inspect` show it."""
+
+from __future__ import annotations
+
+COLUMNS = (
+    "artifact",
+    "accuracy",
+    "vs float",
+    "macro-F1",
+    "agree",
+    "max|Δp|",
+    "bytes",
+    "gzip",
+    "p50 ms",
+    "p95 ms",
+    "gate",
+)
+
+
+def artifact_rows(entries: list[dict], reference: dict | None = None) -> list[list[str]]:
+    """One row per artifact (manifest entries), plus the float Keras reference when given."""
+    rows = []
+    if reference is not None:
+        name, accuracy, macro_f1 = "keras:float (reference)", reference.get("accuracy"), reference.get("macro_f1")
+        rows.append([name, format_percent(accuracy), "", _num(macro_f1)] + [""] * (len(COLUMNS) - 4))
+    for e in entries:
+        m = e.get("metrics", {})
+        name = artifact_name(e)
+        rows.append(
+            [
+                name,
+                format_percent(m.get("accuracy")),
+                format_change(m.get("accuracy_drop")),
+                _num(m.get("macro_f1")),
+                format_percent(m.get("agreement")),
+                _sci(m.get("max_abs_prob_diff")),
+                _bytes(e.get("bytes")),
+                _bytes(e.get("gzip_bytes")),
+                format_ms(m.get("latency_ms_p50")),
+                format_ms(m.get("latency_ms_p95")),
+                _gate(e),
+            ]
+        )
+    return rows
+
+
+def _gate(entry: dict) -> str:
+    gates = entry.get("gates")
+    if gates is None:
+        return ""
+    if not gates["passed"]:
+        return "FAIL: " + "; ".join(entry.get("rejected_because", []))
+    unmeasured = [c["gate"] for c in gates["checks"] if c["passed"] is None]
+    return "pass" + (f" ({', '.join(unmeasured)} not measured)" if unmeasured else "")
+
+
+def format_table(rows: list[list[str]], columns=COLUMNS) -> str:
+    widths = [max(len(str(c)), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(columns)]
+    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(columns), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def markdown_table(rows: list[list[str]], columns=COLUMNS) -> str:
+    """A GitHub-flavoured Markdown table; pipes inside cells (`max|Δp|`) are escaped so the table still renders."""
+
+    def cell(text: str) -> str:
+        return str(text).replace("|", "\\|") or " "
+
+    out = ["| " + " | ".join(map(cell, columns)) + " |", "|" + "---|" * len(columns)]
+    out += ["| " + " | ".join(map(cell, r)) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def artifact_name(entry: dict) -> str:
+    """`format:variant`, plus the model-level optimization it came from when it is not the float model."""
+    source = entry.get("source", "float")
+    return f"{entry['format']}:{entry['variant']}" + ("" if source == "float" else f" ({source})")
+
+
+def unavailable_notes(entries: list[dict]) -> list[str]:
+    """One line per reason why metrics were not measured, naming the artifacts and their structural checks."""
+    groups: dict[str, list[str]] = {}
+    for e in entries:
+        reason = e.get("metrics_unavailable_reason")
+        if reason:
+            checks = e.get("structural_checks") or {}
+            failed = [k for k, v in checks.items() if not v]
+            verdict = f"{len(checks) - len(failed)}/{len(checks)} structural checks passed" + (
+                f" (failed: {', '.join(failed)})" if failed else ""
+            )
+            groups.setdefault(reason, []).append(f"{artifact_name(e)} ({verdict})")
+    return [
+        f"Accuracy and latency not measured: {reason}. Checked instead: {'; '.join(names)}."
+        for reason, names in groups.items()
+    ]
+
+
+def format_percent(v):
+    return "" if v is None else f"{100 * v:.1f}%"
+
+
+def format_change(drop):
+    """Accuracy against the float model as a signed change: "-1.9 pt" lost, "+1.9 pt" gained."""
+    return "" if drop is None else f"{-100 * drop:+.1f} pt".replace("-0.0", "+0.0")
+
+
+def _num(v):
+    return "" if v is None else f"{v:.3f}"
+
+
+def _sci(v):
+    return "" if v is None else f"{v:.1e}"
+
+
+def format_ms(v):
+    return "n/a" if v is None else f"{v:.2f}"
+
+
+def _bytes(v):
+    if v is None:
+        return ""
+    return f"{v / 1e6:.2f} MB" if v >= 1e5 else f"{v / 1e3:.1f} kB"

@@ -1,0 +1,133 @@
+"""Where a build's settings come from: the dataclass defaults, then an optional TOML file (`--config`), then
+options given by name: the command line's flags and `imgpipe.build(**options)` use the same names.
+
+The file's top-level keys set build options (dataset, out, targets, variants, optimize, cache_dir,
+allow_failures); each table sets one settings dataclass ([backbone], [train], [split], [export], [metadata],
+[latency], [prune], [qat]); [gates] holds release budgets, per format or variant in sub-tables. Unknown names are
+errors, so a typo never silently falls back to a default. Paths in the file are relative to the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from pathlib import Path
+
+from .config import (
+    EMBEDDED_BACKBONE,
+    EMBEDDED_TRAINING,
+    SECTIONS,
+    BuildConfig,
+    GateLimits,
+    GatePolicy,
+    SplitFractions,
+    check_values,
+)
+from .core.errors import ConfigError
+from .plan import parse_variant_specs
+
+PATH_OPTIONS = ("dataset", "out", "cache_dir")
+TOP_LEVEL = tuple(f.name for f in dataclasses.fields(BuildConfig) if f.name not in (*SECTIONS, "gates"))
+
+
+def make_config(options: dict | None = None, config_file: Path | None = None) -> BuildConfig:
+    """Defaults (the embedded dataset's when no dataset is named anywhere), then the file, then the options."""
+    options = {k: v for k, v in (options or {}).items() if v is not None}
+    file_data = load_config_file(config_file) if config_file else {}
+    config = BuildConfig()
+    if "dataset" not in options and "dataset" not in file_data:
+        config.backbone, config.train = EMBEDDED_BACKBONE, EMBEDDED_TRAINING
+    if file_data:
+        apply_config_file(config, file_data, config_file)
+    return apply_options(config, options)
+
+
+def option_names() -> dict[str, tuple[str | None, dataclasses.Field]]:
+    """Every named option: {name: (section or None for top level, its dataclass field)}."""
+    found = {f.metadata["option"]: (None, f) for f in dataclasses.fields(BuildConfig) if f.metadata.get("option")}
+    for section in (*SECTIONS, "gates"):
+        cls = GateLimits if section == "gates" else type(getattr(BuildConfig(), section))
+        for f in dataclasses.fields(cls):
+            if f.metadata.get("option"):
+                found[f.metadata["option"]] = (section, f)
+    return found
+
+
+def apply_options(config: BuildConfig, options: dict) -> BuildConfig:
+    names = option_names()
+    for name, value in options.items():
+        if name == "split":
+            config.split = SplitFractions(*(float(v) for v in value))
+            continue
+        if name not in names:
+            raise ConfigError(f"unknown option '{name}'; valid: {', '.join(sorted([*names, 'split']))}")
+        section, f = names[name]
+        if section is None:
+            _set_top_level(config, f.name, value, base=None)
+        elif section == "gates":
+            check_values(GateLimits, {f.name: value}, "[gates]")
+            config.gates.command_line[f.name] = value
+        else:
+            setattr(config, section, dataclasses.replace(getattr(config, section), **{f.name: value}))
+    return config
+
+
+def load_config_file(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found; check the --config path") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder; --config takes a TOML file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid TOML ({e}); fix the file") from None
+
+
+def apply_config_file(config: BuildConfig, data: dict, path: Path) -> BuildConfig:
+    for key, value in data.items():
+        if key == "gates" and isinstance(value, dict):
+            config.gates = gate_policy_from_table(value, str(path))
+        elif key in SECTIONS and isinstance(value, dict):
+            setattr(config, key, _replace_checked(getattr(config, key), value, f"{path} [{key}]"))
+        elif key in TOP_LEVEL:
+            _set_top_level(config, key, value, base=Path(path).parent)
+        else:
+            valid = sorted([*TOP_LEVEL, *(f"[{s}]" for s in (*SECTIONS, "gates"))])
+            raise ConfigError(f"{path}: unknown setting '{key}'; valid: {', '.join(valid)}")
+    return config
+
+
+def gate_policy_from_table(table: dict, where: str) -> GatePolicy:
+    """[gates] from a config file: plain keys are defaults, sub-tables are per format or format:variant."""
+    plain = {k: v for k, v in table.items() if not isinstance(v, dict)}
+    check_values(GateLimits, plain, f"{where} [gates]")
+    overrides = {}
+    for key, sub in table.items():
+        if isinstance(sub, dict):
+            check_values(GateLimits, sub, f'{where} [gates."{key}"]')
+            overrides[key] = dict(sub)
+    return GatePolicy(dataclasses.replace(GateLimits(), **plain), overrides)
+
+
+def _replace_checked(current, values: dict, where: str):
+    """A section with the file's values, checked first so an unknown key or a wrong type names the file."""
+    values = {k: tuple(v) if isinstance(getattr(current, k, None), tuple) else v for k, v in values.items()}
+    check_values(type(current), values, where)
+    return dataclasses.replace(current, **values)
+
+
+def _set_top_level(config: BuildConfig, key: str, value, base: Path | None) -> None:
+    if key in PATH_OPTIONS:
+        path = Path(value).expanduser()
+        setattr(config, key, (base / path).resolve() if base is not None else path)
+    elif key == "variants":
+        config.variants = (
+            {k: list(v) for k, v in value.items()} if isinstance(value, dict) else parse_variant_specs(list(value))
+        )
+    elif key in ("targets", "optimize"):
+        setattr(config, key, list(dict.fromkeys(value)))
+    elif key == "allow_failures":
+        config.allow_failures = bool(value)
+    else:
+        setattr(config, key, value)

@@ -1,0 +1,1 @@
+"""Backbones, cached features and transfer learning."""

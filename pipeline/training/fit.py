@@ -1,0 +1,124 @@
+"""Fitting a Keras model on images: the one route for training from scratch, fine-tuning, pruning and QAT, and
+the callbacks that show each epoch as progress instead of Keras' own lines."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import ExitStack
+from pathlib import Path
+
+from ..core.console import progress_bar
+from ..core.preprocessing import Preprocessing
+from ..core.tf_runtime import load_tensorflow
+from ..data.dataset import SplitData
+
+log = logging.getLogger(__name__)
+
+
+def fit_images(
+    model,
+    data: SplitData,
+    preprocessing: Preprocessing,
+    *,
+    learning_rate: float,
+    batch_size: int,
+    augment: bool,
+    seed: int,
+    epochs: int,
+    callbacks: list,
+) -> dict[str, list[float]]:
+    """Compile (Adam, sparse cross-entropy) and fit on the train images, validating on val when there is any;
+    returns the per-epoch history."""
+    _, keras = load_tensorflow()
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
+    train_ds = image_dataset(
+        data.train.images, data.train.labels, preprocessing, batch_size, augment=augment, shuffle=True, seed=seed
+    )
+    val_ds = image_dataset(data.val.images, data.val.labels, preprocessing, batch_size) if len(data.val) else None
+    history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, verbose=0)
+    return plain_history(history.history)
+
+
+def image_dataset(images, labels, preprocessing: Preprocessing, batch_size: int, augment=False, shuffle=False, seed=0):
+    """tf.data pipeline over uint8 images: optional augmentation in pixel space, then the normalization contract."""
+    tf, _ = load_tensorflow()
+    ds = tf.data.Dataset.from_tensor_slices((images, labels))
+    if shuffle:
+        ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    mean = tf.constant(preprocessing.mean, tf.float32)
+    std = tf.constant(preprocessing.std, tf.float32)
+    augmenter = _augmenter(seed) if augment else None
+
+    def prepare(x, y):
+        x = tf.cast(x, tf.float32)
+        if augmenter is not None:
+            x = augmenter(x, training=True)
+            x = tf.clip_by_value(x, 0.0, 255.0)
+        return (x - mean) / std, y
+
+    return ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def _augmenter(seed: int):
+    """Flip, small rotation, zoom/crop and brightness: what changes between two phone photos of the same thing."""
+    _, keras = load_tensorflow()
+    return keras.Sequential(
+        [
+            keras.layers.RandomFlip("horizontal", seed=seed),
+            keras.layers.RandomRotation(0.05, fill_mode="reflect", seed=seed),
+            keras.layers.RandomZoom((-0.2, 0.0), fill_mode="reflect", seed=seed),
+            keras.layers.RandomBrightness(0.15, value_range=(0.0, 255.0), seed=seed),
+        ],
+        name="augmentation",
+    )
+
+
+def epoch_callbacks(
+    phase: str, epochs: int, log_dir: Path | None, patience: int | None, start_from_epoch: int = 0
+) -> list:
+    """TensorBoard logs, early stopping on val loss (when `patience` is given) and a progress bar per epoch."""
+    _, keras = load_tensorflow()
+    callbacks = [EpochProgress(phase, epochs)]
+    if log_dir is not None:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(log_dir), write_graph=False, profile_batch=0))
+    if patience is not None:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=patience, restore_best_weights=True, start_from_epoch=start_from_epoch
+            )
+        )
+    return callbacks
+
+
+def plain_history(history: dict) -> dict[str, list[float]]:
+    return {k: [float(v) for v in vals] for k, vals in history.items()}
+
+
+def _keras_callback_base():
+    _, keras = load_tensorflow()
+    return keras.callbacks.Callback
+
+
+class EpochProgress(_keras_callback_base()):
+    """One bar per training phase, advanced per epoch with its loss and accuracy; the same numbers go to the
+    debug log, so `-v` shows what Keras' verbose output would have."""
+
+    def __init__(self, phase: str, epochs: int):
+        super().__init__()
+        self.phase, self.epochs = phase, epochs
+        self._stack = ExitStack()
+        self._advance = None
+
+    def on_train_begin(self, logs=None):
+        self._advance = self._stack.enter_context(progress_bar(self.phase.replace("_", "-"), self.epochs, "epoch"))
+
+    def on_epoch_end(self, epoch, logs=None):
+        note = "  ".join(f"{k} {v:.3f}" for k, v in (logs or {}).items() if "loss" in k or "accuracy" in k)
+        log.debug(f"{self.phase} epoch {epoch + 1}/{self.epochs}: {note}")
+        self._advance(1, note)
+
+    def on_train_end(self, logs=None):
+        self._stack.close()

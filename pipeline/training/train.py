@@ -1,0 +1,141 @@
+"""Transfer learning: a head on cached bottleneck features, then optional fine-tuning on augmented images.
+
+With `--weights none` the backbone's features are random, and a frozen random backbone learns nothing
+(loss stays at ln(classes)), so that path trains every layer on images instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..config import BackboneSpec, TrainConfig
+from ..core.preprocessing import Preprocessing
+from ..core.tf_runtime import load_tensorflow
+from ..data.dataset import SplitData
+from .features import cached_features, model_key
+from .fit import epoch_callbacks, fit_images, plain_history
+from .model import OUTPUT_NAME, build_classifier, feature_extractor
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    model: object
+    history: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # phase -> metric -> per-epoch
+    timings: dict[str, float] = field(default_factory=dict)
+    features_computed: int = 0
+
+
+def train_classifier(
+    spec: BackboneSpec,
+    config: TrainConfig,
+    data: SplitData,
+    num_classes: int,
+    preprocessing: Preprocessing,
+    features_dir: Path,
+    log_dir: Path,
+) -> TrainResult:
+    _, keras = load_tensorflow()
+    keras.utils.set_random_seed(config.seed)
+    model = build_classifier(spec, num_classes, dropout=config.dropout)
+    result = TrainResult(model)
+    if spec.pretrained:
+        _train_head_on_features(model, spec, config, data, preprocessing, features_dir, log_dir, result)
+        if config.fine_tune_epochs > 0:
+            _fine_tune(model, config, data, preprocessing, log_dir, result, trainable_top=config.fine_tune_layers)
+    else:
+        _set_batchnorm_momentum(model, 0.9)  # Keras' 0.999 leaves BN statistics stale in short from-scratch runs
+        log.info("weights none: training every layer from random initialisation")
+        _fine_tune(model, config, data, preprocessing, log_dir, result, trainable_top=None)
+    return result
+
+
+def _train_head_on_features(model, spec, config, data, preprocessing, features_dir, log_dir, result):
+    _, keras = load_tensorflow()
+    extractor = feature_extractor(model)
+    folder = features_dir / model_key(spec, preprocessing)
+    start = time.perf_counter()
+    train_f, n1 = cached_features(extractor, data.train.images, data.train.hashes, folder, preprocessing)
+    val_f, n2 = (
+        cached_features(extractor, data.val.images, data.val.hashes, folder, preprocessing)
+        if len(data.val)
+        else (None, 0)
+    )
+    result.features_computed = n1 + n2
+    result.timings["features"] = time.perf_counter() - start
+    log.info(f"features: {n1 + n2} computed, {len(data.train) + len(data.val) - n1 - n2} from the cache")
+
+    dense = model.get_layer(OUTPUT_NAME)
+    features = keras.Input(shape=train_f.shape[1:], name="features")
+    x = keras.layers.Dropout(config.dropout)(features)
+    head_dense = keras.layers.Dense(dense.units, activation="softmax", name=OUTPUT_NAME)
+    head = keras.Model(features, head_dense(x))
+    head.compile(
+        optimizer=keras.optimizers.Adam(config.learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    start = time.perf_counter()
+    history = head.fit(
+        train_f,
+        data.train.labels,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        validation_data=(val_f, data.val.labels) if val_f is not None else None,
+        callbacks=epoch_callbacks(
+            "head", config.epochs, log_dir / "head", config.patience if val_f is not None else None
+        ),
+        verbose=0,
+        shuffle=True,
+    )
+    result.timings["train_head"] = time.perf_counter() - start
+    result.history["head"] = plain_history(history.history)
+    dense.set_weights(head_dense.get_weights())
+
+
+def _fine_tune(model, config: TrainConfig, data: SplitData, preprocessing, log_dir, result, trainable_top):
+    """Train the top `trainable_top` layers (all when None) on augmented images; BatchNorm stays frozen when
+    fine-tuning a pretrained backbone so its ImageNet statistics survive small batches."""
+    _, keras = load_tensorflow()
+    layers = model.layers
+    first_trainable = 0 if trainable_top is None else max(0, len(layers) - trainable_top)
+    for i, layer in enumerate(layers):
+        is_bn = isinstance(layer, keras.layers.BatchNormalization)
+        layer.trainable = i >= first_trainable and not (trainable_top is not None and is_bn)
+    phase = "train" if trainable_top is None else "fine_tune"
+    epochs = config.epochs if trainable_top is None else config.fine_tune_epochs
+    lr = config.learning_rate if trainable_top is None else config.fine_tune_learning_rate
+    has_val = len(data.val) > 0
+    log.info(
+        f"{phase.replace('_', '-')}: {sum(layer.trainable for layer in layers)} trainable layers, "
+        f"up to {epochs} epochs on {len(data.train)} images" + (" with augmentation" if config.augment else "")
+    )
+    start = time.perf_counter()
+    # From scratch, val loss swings wildly while BatchNorm statistics settle: no early stop in the first half.
+    warmup = epochs // 2 if trainable_top is None else 0
+    history = fit_images(
+        model,
+        data,
+        preprocessing,
+        learning_rate=lr,
+        batch_size=config.batch_size,
+        augment=config.augment,
+        seed=config.seed,
+        epochs=epochs,
+        callbacks=epoch_callbacks(phase, epochs, log_dir / phase, config.patience if has_val else None, warmup),
+    )
+    result.timings[phase] = time.perf_counter() - start
+    result.history[phase] = history
+    for layer in layers:
+        layer.trainable = True
+
+
+def _set_batchnorm_momentum(model, momentum: float) -> None:
+    _, keras = load_tensorflow()
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = momentum

@@ -1,0 +1,1 @@
+"""Running artifacts on held-out images, their metrics, and the release gates."""

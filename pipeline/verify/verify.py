@@ -1,0 +1,130 @@
+"""Verification: each artifact run by its own runtime on held-out images and measured against the Keras models.
+
+Two comparisons: `agreement`/`max_abs_prob_diff` against the float Keras model (what every table shows), and
+parity against the Keras model the artifact was exported from, judged with the format table's tolerance for its
+variant, so a float conversion that changed the model fails instead of shipping. Where a runtime cannot predict
+here the numbers are null with the reason and the artifact's structure is checked instead: never a number that
+was not measured.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ...exporters.base import Artifact, Runner
+from ...exporters.registry import FORMATS, Parity, open_runner
+from ..config import LatencyConfig
+from .metrics import agreement_metrics, classification_metrics
+
+BATCH = 32
+
+
+@dataclass
+class Reference:
+    """A Keras model's predictions on the test split: what artifacts are compared with."""
+
+    name: str  # "keras:float", "keras:prune" ...
+    probs: np.ndarray
+    metrics: dict  # classification_metrics on the test split
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.metrics.get("accuracy")
+
+
+@dataclass
+class Verification:
+    artifact: Artifact
+    metrics: dict
+    runtime: str
+    unavailable_reason: str | None = None
+    structural_checks: dict[str, bool] = field(default_factory=dict)
+    parity: dict | None = None  # reference, measured values, tolerance, passed
+
+    @property
+    def structure_ok(self) -> bool:
+        return all(self.structural_checks.values())
+
+
+def verify_artifact(
+    artifact: Artifact,
+    images: np.ndarray,
+    y_true: np.ndarray,
+    labels: list[str],
+    float_reference: Reference | None,
+    source_reference: Reference | None = None,
+    latency: LatencyConfig = LatencyConfig(),
+) -> Verification:
+    runner = open_runner(artifact.format, artifact.path, artifact.preprocessing, num_threads=latency.threads)
+    metrics = {"bytes": artifact.bytes, "gzip_bytes": artifact.gzip_bytes}
+    checks = runner.structural_checks()
+    if not runner.can_predict:
+        metrics.update(null_metrics(labels))
+        return Verification(artifact, metrics, runner.runtime, runner.unavailable_reason, checks)
+    probs = predict_batched(runner, images)
+    metrics.update(classification_metrics(probs, y_true, labels))
+    if float_reference is not None:
+        metrics.update(agreement_metrics(probs, float_reference.probs))
+        metrics["accuracy_drop"] = (
+            None if float_reference.accuracy is None else float_reference.accuracy - metrics["accuracy"]
+        )
+    else:
+        metrics.update({"agreement": None, "max_abs_prob_diff": None, "accuracy_drop": None})
+    metrics.update(measure_latency(runner, images[:1], latency))
+    parity = FORMATS[artifact.format].variant(artifact.variant).parity
+    judged = None if parity is None or source_reference is None else judge_parity(probs, source_reference, parity)
+    return Verification(artifact, metrics, runner.runtime, None, checks, judged)
+
+
+def judge_parity(probs: np.ndarray, reference: Reference, tolerance: Parity) -> dict:
+    measured = agreement_metrics(probs, reference.probs)
+    return {
+        "reference": reference.name,
+        **measured,
+        "min_agreement": tolerance.min_agreement,
+        "max_abs_prob_diff_limit": tolerance.max_abs_prob_diff,
+        "passed": measured["agreement"] >= tolerance.min_agreement
+        and measured["max_abs_prob_diff"] <= tolerance.max_abs_prob_diff,
+    }
+
+
+def predict_batched(runner: Runner, images: np.ndarray, batch_size: int = BATCH) -> np.ndarray:
+    return np.concatenate([runner.predict(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
+
+
+def measure_latency(runner: Runner, one_image: np.ndarray, config: LatencyConfig) -> dict:
+    """Single-image latency after warm-up: what one camera frame costs an app, preprocessing included."""
+    for _ in range(config.warmup):
+        runner.predict(one_image)
+    samples = []
+    for _ in range(config.runs):
+        start = time.perf_counter()
+        runner.predict(one_image)
+        samples.append((time.perf_counter() - start) * 1000.0)
+    samples.sort()
+    return {
+        "latency_ms_p50": statistics.median(samples),
+        "latency_ms_p95": samples[min(len(samples) - 1, int(round(0.95 * (len(samples) - 1))))],
+        "latency_threads": config.threads,
+        "latency_runs": config.runs,
+    }
+
+
+def null_metrics(labels: list[str]) -> dict:
+    return {
+        "accuracy": None,
+        "macro_f1": None,
+        "log_loss": None,
+        "per_class_accuracy": {label: None for label in labels},
+        "confusion_matrix": None,
+        "samples": 0,
+        "agreement": None,
+        "max_abs_prob_diff": None,
+        "accuracy_drop": None,
+        "latency_ms_p50": None,
+        "latency_ms_p95": None,
+    }
