@@ -113,6 +113,7 @@ class Runner(ABC):
 
     can_predict: bool = True
     unavailable_reason: str | None = None  # why predict cannot run here
+    latency_unavailable_reason: str | None = None  # why this machine's timing would not mean what apps see
     runtime: str = ""  # what computes the numbers, for the manifest: "onnxruntime 1.32.0", ...
 
     @abstractmethod
@@ -131,8 +132,15 @@ class FormatModule(Protocol):
     def export(self, ctx: ExportContext, variant: str, dest: Path) -> Artifact:
         """Write exactly `dest` (nothing else) and describe it."""
 
-    def open_runner(self, path: Path, preprocessing: Preprocessing | None = None, num_threads: int = 1) -> Runner:
-        """A runner for the artifact at `path`; without `preprocessing`, the one embedded in it."""
+    def open_runner(
+        self,
+        path: Path,
+        preprocessing: Preprocessing | None = None,
+        num_threads: int = 1,
+        options: ExportOptions | None = None,
+    ) -> Runner:
+        """A runner for the artifact at `path`; without `preprocessing`, the one embedded in it; `options` are the
+        format options that change how it runs (most formats have none)."""
 
     def read_embedded(self, path: Path) -> EmbeddedInfo:
         """Labels and preprocessing stored inside the artifact."""

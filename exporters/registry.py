@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from ..pipeline.core.errors import ConfigError
 
 if TYPE_CHECKING:
+    from ..pipeline.config import ExportOptions
     from ..pipeline.core.preprocessing import Preprocessing
     from .base import FormatModule, Runner
 
@@ -133,7 +134,15 @@ FORMATS: dict[str, FormatSpec] = {
                 Variant("pruned", "magnitude weight pruning (sparse weights)"),
             ),
             default_variant="fp16",
-            options=(Option("palette_bits", (4, 6, 8), "Core ML palettization bits"),),
+            options=(
+                Option("palette_bits", (4, 6, 8), "Core ML palettization bits"),
+                Option(
+                    "coreml_compute",
+                    ("fp16", "fp32"),
+                    "how verification runs an fp16 Core ML program on Linux: fp16 rounds every tensor after each op "
+                    "as the GPU and Neural Engine do, fp32 computes as Core ML's CPU path",
+                ),
+            ),
             predict_rank=2,
             plot_colour="tab:green",
             benchmark_variants={
@@ -178,6 +187,13 @@ def format_for_path(path: Path) -> FormatSpec:
     )
 
 
-def open_runner(fmt: str, path: Path, preprocessing: Preprocessing | None = None, num_threads: int = 1) -> Runner:
-    """The runner of an artifact: what verification, evaluation, predict and the benchmarks all use."""
-    return get_format(fmt).load().open_runner(Path(path), preprocessing, num_threads=num_threads)
+def open_runner(
+    fmt: str,
+    path: Path,
+    preprocessing: Preprocessing | None = None,
+    num_threads: int = 1,
+    options: ExportOptions | None = None,
+) -> Runner:
+    """The runner of an artifact: what verification, evaluation, predict and the benchmarks all use. `options`
+    carries format options that change how an artifact is run (Core ML's compute precision)."""
+    return get_format(fmt).load().open_runner(Path(path), preprocessing, num_threads=num_threads, options=options)

@@ -192,6 +192,7 @@ class _ArtifactMaker:
                 self.references["float"],
                 self.references[item.source],
                 self.config.latency,
+                self.config.export,
             )
 
 

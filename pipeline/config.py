@@ -149,6 +149,7 @@ class ExportOptions:
 
     io_type: str = setting("float", "TFLite int8 input/output tensor type", option="io_type")
     palette_bits: int = setting(6, "Core ML palettization bits", option="palette_bits")
+    coreml_compute: str = setting("fp16", "how verification runs an fp16 Core ML program", option="coreml_compute")
     coreml_sparsity: float = setting(0.5, "Core ML magnitude weight pruning target", range=Range(0, 1, True, True))
     calibration_images: int = setting(
         100, "train-split images that calibrate full-integer quantization", range=Range(1, 10000)

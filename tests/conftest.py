@@ -23,6 +23,12 @@ from imgpipe.pipeline.core.preprocessing import Preprocessing  # noqa: E402
 TINY_SIZE = 96
 TINY_LABELS = ["circle", "square", "stripes"]
 SHARED = Path(os.environ.get("IMGPIPE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+FLOWERS = SHARED / "datasets" / "flowers"
+SHARED_WEIGHTS = SHARED / "weights" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
+needs_shared = pytest.mark.skipif(
+    not (FLOWERS.is_dir() and SHARED_WEIGHTS.is_file()),
+    reason=f"real photos and ImageNet weights not found under {SHARED} (set IMGPIPE_SHARED)",
+)
 
 
 def make_pattern_images(n_per_class: int, size: int = TINY_SIZE, seed: int = 0):
@@ -206,3 +212,18 @@ def cli_build(tiny_backbone_weights, tmp_path_factory):
         ]
     )
     return code, root / "out", data
+
+
+@pytest.fixture(scope="session")
+def flowers_build(tmp_path_factory):
+    """A build of the shared flowers photos with genuine ImageNet MobileNetV2-0.35 weights: (manifest, root)."""
+    from imgpipe.pipeline.build import run_build
+    from imgpipe.pipeline.config import BackboneSpec, BuildConfig, TrainConfig
+
+    root = tmp_path_factory.mktemp("flowers")
+    config = BuildConfig(out=root / "out", dataset=FLOWERS, cache_dir=root / "cache")
+    config.backbone = BackboneSpec("mobilenet_v2", 0.35, 224, str(SHARED_WEIGHTS))
+    config.train = TrainConfig(epochs=30)
+    config.variants = {"tflite": ["fp32", "int8"], "onnx": ["fp32", "int8"], "coreml": ["fp16"]}
+    config.allow_failures = True
+    return run_build(config).manifest, root

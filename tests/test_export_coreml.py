@@ -18,7 +18,6 @@ from conftest import TINY_LABELS, TINY_SIZE
 
 from imgpipe.exporters import coreml
 from imgpipe.exporters.coreml import package
-from imgpipe.exporters.coreml.runner import UNAVAILABLE_REASON
 from imgpipe.exporters.registry import FORMATS
 from imgpipe.pipeline.config import ExportOptions
 from imgpipe.pipeline.core.errors import ArtifactError, ConfigError, ExportError
@@ -62,12 +61,11 @@ def test_labels_in_order(artifacts, runners):
     embedded = coreml.read_embedded(artifacts["fp16"].path)
     assert embedded.labels == TINY_LABELS
     assert embedded.preprocessing == Preprocessing(TINY_SIZE)
-    classify = package.find_classify(runners["fp16"]._program())
-    assert list(classify.classes.val) == TINY_LABELS
+    assert package.classify_labels(runners["fp16"]._program) == TINY_LABELS
 
 
 def test_scale_and_bias(runners):
-    scale, bias = package.input_scale_bias(runners["fp16"]._program())
+    scale, bias = package.input_scale_bias(runners["fp16"]._program)
     assert scale == pytest.approx(1 / 127.5)
     assert bias == pytest.approx([-1.0, -1.0, -1.0])
 
@@ -146,17 +144,16 @@ def test_pruned_weights_are_sparse(artifacts, tiny_model):
     # magnitude pruning keeps the largest weights, unchanged up to fp16
     assert np.abs(kernel[~kept]).max() <= np.abs(kernel[kept]).min() + 1e-3
     np.testing.assert_allclose(got_kernel[kept], kernel[kept], rtol=1e-3, atol=1e-4)
-    program = package.load_program(_mlmodel(artifacts["pruned"].path))
-    assert "constexpr_sparse_to_dense" in {op.op_type for op in program.functions["main"].operations}
+    assert "constexpr_sparse_to_dense" in package.open_package(artifacts["pruned"].path)[1].op_types
 
 
 @off_macos
-def test_runner_cannot_predict_off_macos(runners, tiny_images):
+def test_runner_predicts_with_the_executor_off_macos(runners, tiny_images):
     runner = runners["fp16"]
-    assert runner.can_predict is False
-    assert runner.unavailable_reason == UNAVAILABLE_REASON
-    with pytest.raises(ArtifactError, match="needs macOS"):
-        runner.predict(tiny_images[0][:1])
+    assert runner.can_predict and runner.runtime == "imgpipe-mil (fp16 compute emulated)"
+    assert runner.latency_unavailable_reason and "Apple device" in runner.latency_unavailable_reason
+    probs = runner.predict(tiny_images[0][:4])
+    assert probs.shape == (4, len(TINY_LABELS)) and np.allclose(probs.sum(1), 1, atol=1e-2)
 
 
 def test_unknown_variant_is_a_config_error(export_context, tmp_path):

@@ -8,32 +8,9 @@ tests are skipped with a reason naming the missing folder.
 from __future__ import annotations
 
 import pytest
-from conftest import SHARED
+from conftest import FLOWERS, needs_shared
 
-from imgpipe.pipeline.build import run_build
-from imgpipe.pipeline.config import BackboneSpec, BuildConfig, TrainConfig
-
-FLOWERS = SHARED / "datasets" / "flowers"
-WEIGHTS = SHARED / "weights" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
-
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not (FLOWERS.is_dir() and WEIGHTS.is_file()),
-        reason=f"real photos and ImageNet weights not found under {SHARED} (set IMGPIPE_SHARED)",
-    ),
-]
-
-
-@pytest.fixture(scope="module")
-def flowers_build(tmp_path_factory):
-    root = tmp_path_factory.mktemp("flowers")
-    config = BuildConfig(out=root / "out", dataset=FLOWERS, cache_dir=root / "cache")
-    config.backbone = BackboneSpec("mobilenet_v2", 0.35, 224, str(WEIGHTS))
-    config.train = TrainConfig(epochs=30)
-    config.variants = {"tflite": ["fp32", "int8"], "onnx": ["fp32", "int8"]}
-    config.allow_failures = True
-    return run_build(config).manifest, root
+pytestmark = [pytest.mark.slow, needs_shared]
 
 
 def _by_variant(manifest: dict) -> dict:
@@ -43,6 +20,19 @@ def _by_variant(manifest: dict) -> dict:
 def test_pretrained_transfer_learning_is_accurate(flowers_build):
     manifest, _ = flowers_build
     assert manifest["reference"]["metrics"]["accuracy"] >= 0.8
+
+
+def test_core_ml_is_measured_on_linux_and_within_parity(flowers_build):
+    """The iOS artifact gets accuracy like the others, run by imgpipe's executor from the package's bytes."""
+    from imgpipe.exporters.registry import FORMATS
+
+    manifest, _ = flowers_build
+    coreml = next(a for a in manifest["artifacts"] if a["format"] == "coreml")
+    parity = FORMATS["coreml"].variant("fp16").parity
+    assert coreml["runtime"] == "imgpipe-mil (fp16 compute emulated)"
+    assert coreml["metrics"]["agreement"] >= parity.min_agreement
+    assert coreml["metrics"]["max_abs_prob_diff"] <= parity.max_abs_prob_diff
+    assert coreml["metrics"]["latency_ms_p50"] is None and "Apple device" in coreml["latency_unavailable_reason"]
 
 
 def test_chosen_int8_settings_keep_accuracy(flowers_build):

@@ -7,13 +7,16 @@ import numpy as np
 
 from ...pipeline.core.preprocessing import INPUT_NAME, Preprocessing
 from ..base import EmbeddedInfo
-from .package import LABEL_OUTPUT, PREVIEW_TYPE_KEY, PROBS_OUTPUT, find_classify, input_scale_bias
+from .mil.program import Program
+from .package import LABEL_OUTPUT, PREVIEW_TYPE_KEY, PROBS_OUTPUT, classify_labels, find_classify, input_scale_bias
 
 METADATA_KEYS = ("labels", "preprocessing", "imgpipe_version", "variant", PREVIEW_TYPE_KEY)
 
 
-def structural_checks(spec, program, embedded: EmbeddedInfo, pre: Preprocessing | None) -> dict[str, bool]:
+def structural_checks(spec, program: Program, embedded: EmbeddedInfo, pre: Preprocessing | None) -> dict[str, bool]:
+    """`spec` is the package's Model protobuf, `program` its main function as the executor reads it."""
     classify = find_classify(program)
+    labels = classify_labels(program)
     scale, bias = input_scale_bias(program)
     return {
         "input_is_rgb_image": _input_is_rgb_image(spec),
@@ -22,8 +25,8 @@ def structural_checks(spec, program, embedded: EmbeddedInfo, pre: Preprocessing 
         "preprocessing_bias_matches": pre is not None and bool(np.allclose(bias, pre.coreml_bias, atol=1e-6)),
         # `imgpipe predict` and apps reading the package trust the embedded copy, not the caller's
         "embedded_preprocessing_matches": pre is not None and embedded.preprocessing == pre,
-        "labels_present": classify is not None and len(classify.classes.val) > 0,
-        "labels_match_embedded": classify is not None and list(classify.classes.val) == embedded.labels,
+        "labels_present": len(labels) > 0,
+        "labels_match_embedded": labels == embedded.labels,
         "output_names": _output_names_ok(spec, classify),
         "metadata_present": _metadata_present(spec),
         "xcode_preview_image_classifier": spec.description.metadata.userDefined.get(PREVIEW_TYPE_KEY)

@@ -1,5 +1,9 @@
-"""Reading a saved `.mlpackage` on any OS: its spec, its ML Program (through coremltools' milproto loader, which
-reads the weight files), the labels and preprocessing embedded in it, and the classifier head's weights."""
+"""Reading a saved `.mlpackage` on any OS, through the executor's own reader (`mil.package`, `mil.program`): the
+Model protobuf the manifest names, the main function with its weights decoded from the weight files, the labels
+and preprocessing imgpipe embeds, and the classifier head's weights.
+
+Structural checks, `read_embedded` and the head-weight comparison read exactly what the executor runs.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ...pipeline.core.errors import ArtifactError, first_line
+from ...pipeline.core.errors import ArtifactError
 from ...pipeline.core.preprocessing import INPUT_NAME, Preprocessing
 from ...pipeline.core.tf_runtime import load_tensorflow
 from ..base import EmbeddedInfo
+from .mil.package import Package, read_package
+from .mil.program import Op, Program, load_program
 
 LABEL_OUTPUT = "classLabel"
 PROBS_OUTPUT = "classLabelProbs"
@@ -26,101 +32,91 @@ def coremltools():
     return coremltools
 
 
+def open_package(path: Path) -> tuple[Package, Program]:
+    """The package's Model protobuf and its main function, weights decoded; one-line errors for broken packages.
+    Every op is read, also one the executor cannot run: checking a package's structure does not need to run it."""
+    package = read_package(Path(path))
+    return package, load_program(package, runtime_ops=None)
+
+
 def read_embedded(path: Path) -> EmbeddedInfo:
-    ct = coremltools()
-    mlmodel = load_spec_only(ct, Path(path))
-    return embedded_info(mlmodel.get_spec(), lambda: classify_labels(load_program(mlmodel)))
+    package, program = open_package(path)
+    return embedded_info(package.model, program)
+
+
+def embedded_info(model, program: Program) -> EmbeddedInfo:
+    """Labels and preprocessing from imgpipe's metadata; a package from elsewhere still has the classify labels."""
+    user = model.description.metadata.userDefined
+    labels = json.loads(user["labels"]) if "labels" in user else classify_labels(program)
+    preprocessing = Preprocessing.from_dict(json.loads(user["preprocessing"])) if "preprocessing" in user else None
+    return EmbeddedInfo(labels=labels, preprocessing=preprocessing)
+
+
+def find_classify(program: Program) -> Op | None:
+    return next((op for op in program.ops if op.type == "classify"), None)
+
+
+def classify_labels(program: Program) -> list[str]:
+    classify = find_classify(program)
+    classes = None if classify is None else program.constant(classify.inputs["classes"][0])
+    return [] if classes is None else [str(c) for c in classes.tolist()]
+
+
+def input_scale_bias(program: Program) -> tuple[float, list[float]]:
+    """The ImageType scale and bias become a `mul` and an `add` on the input (after an fp16 `cast` in fp16
+    programs); coremltools leaves out either when it is the identity (scale 1, bias 0)."""
+    scale, bias = 1.0, [0.0, 0.0, 0.0]
+    var = INPUT_NAME
+    op = _only_consumer(program, var)
+    if op is not None and op.type == "cast":
+        op = _only_consumer(program, op.outputs[0].name)
+    if op is not None and op.type == "mul":
+        scale = float(np.asarray(_other_operand(program, op)).reshape(-1)[0])
+        op = _only_consumer(program, op.outputs[0].name)
+    if op is not None and op.type == "add":
+        bias = [float(b) for b in np.asarray(_other_operand(program, op)).reshape(-1)]
+    return scale, bias
 
 
 def final_dense_weights(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """The classifier head's kernel (features, classes) and bias as stored in the package, decompressed to float.
 
-    Comparing them with the Keras Dense layer proves on Linux that the trained weights (and not, say, a fresh
+    Comparing them with the Keras Dense layer proves that the trained weights (and not, say, a fresh
     initialization or a transposed matrix) made it into the artifact.
     """
-    ct = coremltools()
-    classify = find_classify(load_program(load_spec_only(ct, Path(path))))
+    _, program = open_package(path)
+    classify = find_classify(program)
     if classify is None:
         raise ArtifactError(f"{path}: no classify op, so this is not an image classifier")
-    var = classify.probabilities
-    while var.op is not None and var.op.op_type in ("cast", "softmax"):
-        var = var.op.x
-    op = var.op
-    if op is None or op.op_type not in ("linear", "matmul"):
+    op = _producer(program, classify.inputs["probabilities"][0])
+    while op is not None and op.type in ("cast", "softmax"):
+        op = _producer(program, op.inputs["x"][0])
+    if op is None or op.type not in ("linear", "matmul"):
         raise ArtifactError(f"{path}: the probabilities do not come from a linear layer")
-    if op.op_type == "linear":
-        kernel = _const_value(op.weight).T
-        bias = _const_value(op.bias) if op.bias is not None else np.zeros(kernel.shape[1])
+    if op.type == "linear":
+        kernel = program.constant(op.inputs["weight"][0]).T
+        bias = program.constant(op.inputs["bias"][0]) if op.inputs.get("bias") else np.zeros(kernel.shape[1])
     else:  # a zero bias is folded away and the Dense layer stays a plain matmul
-        kernel = _const_value(op.y)
-        kernel = kernel.T if op.transpose_y.val else kernel
+        kernel = program.constant(op.inputs["y"][0])
+        transposed = op.inputs.get("transpose_y") and bool(program.constant(op.inputs["transpose_y"][0]))
+        kernel = kernel.T if transposed else kernel
         bias = np.zeros(kernel.shape[1])
-    return kernel.astype(np.float32), np.asarray(bias, dtype=np.float32)
+    return np.asarray(kernel, np.float32), np.asarray(bias, np.float32)
 
 
-def _const_value(var) -> np.ndarray:
-    """Compressed weights are constexpr ops (palette, affine, sparse) that Core ML expands at load time."""
-    if var.val is not None:
-        return np.asarray(var.val)
-    return np.asarray(var.op.materialized_val_inference())
+def _producer(program: Program, var) -> Op | None:
+    return next((op for op in program.ops if any(v.name == var for v in op.outputs)), None)
 
 
-def load_mlmodel(ct, path: Path, skip_model_load: bool):
-    try:
-        return ct.models.MLModel(str(path), skip_model_load=skip_model_load)
-    except Exception as e:  # coremltools raises bare Exceptions and protobuf errors for broken packages
-        raise ArtifactError(f"{path}: not a loadable Core ML model ({first_line(e)})") from None
+def _only_consumer(program: Program, var: str) -> Op | None:
+    users = [op for op in program.ops if any(isinstance(a, str) and a == var for v in op.inputs.values() for a in v)]
+    return users[0] if len(users) == 1 else None
 
 
-def load_spec_only(ct, path: Path):
-    mlmodel = load_mlmodel(ct, path, skip_model_load=True)
-    if mlmodel.get_spec().WhichOneof("Type") != "mlProgram":
-        raise ArtifactError(f"{path}: not an ML Program (imgpipe exports .mlpackage ML Programs only)")
-    return mlmodel
-
-
-def load_program(mlmodel):
-    """Reload the package into pyMIL: the spec alone keeps scale, bias and labels inside the op list.
-
-    milproto.load is what coremltools' own compression utilities use to read a saved package.
-    """
-    from coremltools.converters.mil.frontend.milproto.load import load
-
-    spec = mlmodel.get_spec()
-    try:
-        return load(spec, spec.specificationVersion, mlmodel.weights_dir)
-    except Exception as e:  # a truncated weight.bin surfaces as a bare ValueError("index out of bounds")
-        raise ArtifactError(f"{mlmodel.package_path}: the ML Program cannot be read ({first_line(e)})") from None
-
-
-def embedded_info(spec, labels_from_program) -> EmbeddedInfo:
-    """Labels and preprocessing from imgpipe's metadata; a package from elsewhere still has the classify labels."""
-    user = spec.description.metadata.userDefined
-    labels = json.loads(user["labels"]) if "labels" in user else [str(c) for c in labels_from_program()]
-    preprocessing = Preprocessing.from_dict(json.loads(user["preprocessing"])) if "preprocessing" in user else None
-    return EmbeddedInfo(labels=labels, preprocessing=preprocessing)
-
-
-def find_classify(program):
-    ops = program.functions["main"].operations
-    return next((op for op in ops if op.op_type == "classify"), None)
-
-
-def classify_labels(program) -> list:
-    classify = find_classify(program)
-    return list(classify.classes.val) if classify is not None else []
-
-
-def input_scale_bias(program) -> tuple[float, list[float]]:
-    """The ImageType scale and bias become a `mul` and an `add` right after the input; coremltools leaves out
-    either when it is the identity (scale 1, bias 0)."""
-    scale, bias = 1.0, [0.0, 0.0, 0.0]
-    var = program.functions["main"].inputs[INPUT_NAME]
-    consumers = var.child_ops
-    if len(consumers) == 1 and consumers[0].op_type == "mul":
-        scale = float(np.asarray(consumers[0].y.val).reshape(-1)[0])
-        var = consumers[0].outputs[0]
-        consumers = var.child_ops
-    if len(consumers) == 1 and consumers[0].op_type == "add":
-        bias = [float(b) for b in np.asarray(consumers[0].y.val).reshape(-1)]
-    return scale, bias
+def _other_operand(program: Program, op: Op):
+    """The constant operand of a binary op whose other operand is the runtime tensor."""
+    for param in ("y", "x"):
+        value = program.constant(op.inputs[param][0])
+        if value is not None:
+            return value
+    raise ArtifactError(f"{op.type} {op.name} has no constant operand")

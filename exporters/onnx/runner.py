@@ -34,7 +34,9 @@ class OnnxRunner(Runner):
         return np.asarray(probs, dtype=np.float32)
 
 
-def open_runner(path: Path, preprocessing: Preprocessing | None = None, num_threads: int = 1) -> OnnxRunner:
+def open_runner(
+    path: Path, preprocessing: Preprocessing | None = None, num_threads: int = 1, options=None
+) -> OnnxRunner:
     """Runner for an artifact; without `preprocessing`, the one embedded at export is used."""
     if preprocessing is None:
         preprocessing = read_embedded(path).preprocessing

@@ -55,7 +55,9 @@ class TFLiteRunner(Runner):
         self._batch = n
 
 
-def open_runner(path: Path, preprocessing: Preprocessing | None = None, num_threads: int = 1) -> TFLiteRunner:
+def open_runner(
+    path: Path, preprocessing: Preprocessing | None = None, num_threads: int = 1, options=None
+) -> TFLiteRunner:
     """A runner for `path`; without `preprocessing`, the one embedded in the file."""
     interpreter = _load_interpreter(path, num_threads)
     if preprocessing is None:

@@ -103,6 +103,8 @@ def artifact_entry(verification: Verification, gates: GateResult, bundle_root: P
         entry["parity"] = verification.parity
     if verification.unavailable_reason:
         entry["metrics_unavailable_reason"] = verification.unavailable_reason
+    if verification.metrics.get("latency_unavailable_reason"):
+        entry["latency_unavailable_reason"] = verification.metrics["latency_unavailable_reason"]
     if verification.structural_checks:
         entry["structural_checks"] = verification.structural_checks
     if not gates.passed:

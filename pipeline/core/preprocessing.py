@@ -1,8 +1,9 @@
 """The preprocessing contract shared by training, every exported format and every runner.
 
-Images are decoded to RGB, resized as a whole (no crop) to `image_size` x `image_size` with bilinear filtering,
-kept as uint8, and normalized inside each runtime as (pixel - mean) / std. All MobileNet backbones are built
-without their internal rescaling so that one normalization holds everywhere: the mean/std in TFLite metadata,
+Images are decoded to RGB, resized as a whole (no crop) to `image_size` x `image_size` exactly as MediaPipe Tasks
+resizes on Android (resize.py), kept as uint8, and normalized inside each runtime as (pixel - mean) / std. All
+MobileNet backbones are built without their internal rescaling so that one normalization holds everywhere: the
+mean/std in TFLite metadata,
 the scale/bias of the Core ML image input and the values in the ONNX metadata are the same numbers.
 """
 
@@ -13,7 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-RESIZE_METHOD = "bilinear, whole image to size (no crop, aspect ratio not kept)"
+# What MediaPipe Tasks' ImageClassifier does on CPU (see resize.py): the Android client, reproduced exactly.
+RESIZE_METHOD = "mediapipe: whole image to size (no crop, aspect ratio not kept), OpenCV bilinear on 8-bit pixels"
+# Larger photos are decoded at a reduced size (JPEG DCT scaling) so one 100-megapixel file cannot take gigabytes;
+# phone cameras stay below it, and their pixels are then exactly what the app's client computes.
+MAX_DECODED_PIXELS = 24_000_000
 INPUT_NAME = "image"  # every artifact's input: uint8 pixels in apps, normalized float32 NHWC in the graphs
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})
 
@@ -69,31 +74,50 @@ def load_image(path: Path, image_size: int) -> np.ndarray:
 
 
 def decode_image_bytes(data: bytes, image_size: int) -> np.ndarray:
+    return resize_to(rgb_from_bytes(data), image_size)
+
+
+def decode_rgb(path: Path) -> np.ndarray:
+    """The whole photo as (H, W, 3) uint8 RGB, before the resize: what an app hands its classifier."""
+    return rgb_from_bytes(Path(path).read_bytes())
+
+
+def resize_to(pixels: np.ndarray, image_size: int) -> np.ndarray:
+    from .resize import resize_like_mediapipe
+
+    return pixels if pixels.shape[:2] == (image_size, image_size) else resize_like_mediapipe(pixels, image_size)
+
+
+def rgb_from_bytes(data: bytes) -> np.ndarray:
+    """RGB uint8 pixels of the whole photo.
+
+    Orientation follows the EXIF tag (apps rotate by it too); transparency is composited on black, as the
+    premultiplied bitmaps Android and iOS hand their clients have black where a photo is transparent."""
     import io
 
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as img:
-        return to_rgb_array(img, image_size)
-
-
-def to_rgb_array(img, image_size: int) -> np.ndarray:
     from PIL import Image, ImageOps
 
-    img = ImageOps.exif_transpose(img) if hasattr(img, "getexif") else img
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        if arr.max() > 255:  # genuine 16-bit range: map 0..65535 onto 0..255
-            arr = arr / 257.0
-        img = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), mode="L")
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(background, rgba)
-    img = img.convert("RGB")
-    if img.size != (image_size, image_size):
-        img = img.resize((image_size, image_size), Image.BILINEAR)
-    return np.asarray(img, dtype=np.uint8)
+    with Image.open(io.BytesIO(data)) as img:
+        _reduce_huge(img)
+        img = ImageOps.exif_transpose(img) if hasattr(img, "getexif") else img
+        if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+            arr = np.asarray(img, dtype=np.float64)
+            if arr.max() > 255:  # genuine 16-bit range: map 0..65535 onto 0..255
+                arr = arr / 257.0
+            img = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), mode="L")
+        if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+            rgba = img.convert("RGBA")
+            img = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
+        return np.asarray(img.convert("RGB"), dtype=np.uint8)
+
+
+def _reduce_huge(img) -> None:
+    """Ask the JPEG decoder for a 1/2, 1/4 or 1/8 scale image when the full one would be huge (other formats
+    decode in full; Pillow's decompression-bomb limit still guards them)."""
+    width, height = img.size
+    if img.format == "JPEG" and width * height > MAX_DECODED_PIXELS:
+        factor = next((f for f in (2, 4, 8) if width * height / f**2 <= MAX_DECODED_PIXELS), 8)
+        img.draft("RGB", (width // factor, height // factor))
 
 
 def unreadable_reason(e: Exception) -> str:

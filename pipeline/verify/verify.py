@@ -17,7 +17,7 @@ import numpy as np
 
 from ...exporters.base import Artifact, Runner
 from ...exporters.registry import FORMATS, Parity, open_runner
-from ..config import LatencyConfig
+from ..config import ExportOptions, LatencyConfig
 from .metrics import agreement_metrics, classification_metrics
 
 BATCH = 32
@@ -58,8 +58,9 @@ def verify_artifact(
     float_reference: Reference | None,
     source_reference: Reference | None = None,
     latency: LatencyConfig = LatencyConfig(),
+    options: ExportOptions | None = None,
 ) -> Verification:
-    runner = open_runner(artifact.format, artifact.path, artifact.preprocessing, num_threads=latency.threads)
+    runner = open_runner(artifact.format, artifact.path, artifact.preprocessing, latency.threads, options)
     metrics = {"bytes": artifact.bytes, "gzip_bytes": artifact.gzip_bytes}
     checks = runner.structural_checks()
     if not runner.can_predict:
@@ -74,7 +75,11 @@ def verify_artifact(
         )
     else:
         metrics.update({"agreement": None, "max_abs_prob_diff": None, "accuracy_drop": None})
-    metrics.update(measure_latency(runner, images[:1], latency))
+    if runner.latency_unavailable_reason is None:
+        metrics.update(measure_latency(runner, images[:1], latency))
+    else:
+        metrics.update({"latency_ms_p50": None, "latency_ms_p95": None})
+        metrics["latency_unavailable_reason"] = runner.latency_unavailable_reason
     parity = FORMATS[artifact.format].variant(artifact.variant).parity
     judged = None if parity is None or source_reference is None else judge_parity(probs, source_reference, parity)
     return Verification(artifact, metrics, runner.runtime, None, checks, judged)
