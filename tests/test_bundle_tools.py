@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
 import re
 import shutil
 import subprocess
@@ -123,10 +122,12 @@ def test_an_unreadable_file_named_explicitly_is_an_error(published, photos):
         predict(published[0], [photos / "missing.jpg"])
 
 
-@pytest.mark.skipif(platform.system() == "Darwin", reason="checks the behaviour off macOS")
-def test_coreml_prediction_off_macos_says_it_needs_macos(published, photos):
-    with pytest.raises(ArtifactError, match="needs macOS"):
-        predict(published[0] / MLPACKAGE, jpegs(photos))
+def test_core_ml_predicts_the_same_labels_as_tflite(published, photos):
+    """`imgpipe predict` on the .mlpackage: Core ML on macOS, imgpipe's executor elsewhere."""
+    bundle, _ = published
+    by_coreml = predict(bundle / MLPACKAGE, jpegs(photos))
+    assert by_coreml[0]["format"] == "coreml"
+    assert top1(by_coreml) == top1(predict(bundle / "android" / "model.tflite", jpegs(photos)))
 
 
 # --- inspect, SHA256SUMS, zips -------------------------------------------------------------------------------
