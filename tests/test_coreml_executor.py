@@ -7,6 +7,7 @@ other architecture here); Keras, coremltools' own pyMIL loader and a NumPy inter
 
 from __future__ import annotations
 
+import platform
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -284,3 +285,14 @@ def test_unseen_pattern_images_agree_with_tflite_through_the_runners(exported):
     coreml = open_runner("coreml", exported("coreml", "fp16").path).predict(images)
     tflite = open_runner("tflite", exported("tflite", "fp32").path).predict(images)
     assert agreement(coreml, tflite) >= HALF.min_agreement
+
+
+@pytest.mark.skipif(platform.system() != "Darwin", reason="Core ML itself can run only on macOS")
+@pytest.mark.parametrize("variant", ["fp16", "fp32", "palettize"])
+def test_core_ml_on_macos_agrees_with_the_executor(exported, images, variant):
+    """On a Mac the runner uses Core ML itself; the executor must have measured what Core ML computes."""
+    package = exported("coreml", variant).path
+    core_ml = open_runner("coreml", package).predict(images)
+    executor = open_program(package, compute="fp32" if variant == "fp32" else "auto").predict(images)
+    assert agreement(core_ml, executor) >= HALF.min_agreement
+    assert np.abs(core_ml - executor).max() <= HALF.max_abs_prob_diff
