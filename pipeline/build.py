@@ -33,6 +33,7 @@ from .reports.metrics_json import write_metrics_json
 from .training.train import train_classifier
 from .training.weights import resolve_backbone
 from .verify.gates import judge
+from .verify.latency import add_latencies
 from .verify.metrics import classification_metrics
 from .verify.verify import Reference, Verification, verify_artifact
 
@@ -130,6 +131,8 @@ def run_build(config: BuildConfig) -> BuildResult:
         )
         memos = {name: {} for name in models}  # conversions the exports of one model share
         verifications = [maker.make(item, models[item.source], memos[item.source]) for item in plan]
+        with stage("latency", timings):
+            add_latencies(verifications, test.images[:1], config.latency)
         judged = [(v, judge(v, config.gates)) for v in verifications]
         for v, gates in judged:
             if not gates.passed:
@@ -191,7 +194,7 @@ class _ArtifactMaker:
                 self.labels,
                 self.references["float"],
                 self.references[item.source],
-                self.config.latency,
+                self.config.latency.threads,
                 self.config.export,
             )
 

@@ -169,9 +169,12 @@ class ModelMetadata:
 
 @dataclass(frozen=True)
 class LatencyConfig:
-    warmup: int = setting(5, "untimed runs before measuring", range=Range(0, 1000))
-    runs: int = setting(30, "timed single-image runs per artifact", range=Range(1, 100000))
-    threads: int = setting(1, "runtime threads while timing", range=Range(1, 256))
+    warmup: int = setting(10, "untimed runs per artifact before measuring", range=Range(0, 1000))
+    runs: int = setting(100, "timed single-image runs per artifact", range=Range(1, 100000))
+    block: int = setting(10, "consecutive runs of one artifact before the next one's turn", range=Range(1, 100000))
+    threads: int = setting(
+        1, "runtime threads while timing (1: phones run one, and shared CPUs stay fair)", range=Range(1, 256)
+    )
 
 
 @dataclass(frozen=True)

@@ -52,8 +52,40 @@ def environment() -> dict:
         "machine": platform.machine(),
         "processor": platform.processor() or None,
         "cpu": _cpu_model(),
+        "cpu_flags": cpu_flags(),
         "cpu_count": os.cpu_count(),
     }
+
+
+# The instruction-set features that decide which kernels a runtime can use (int8 dot products, wide vectors):
+# latency numbers are only comparable between machines that share them.
+SPEED_FLAGS = (
+    "sse4_2",
+    "avx",
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512bw",
+    "avx512_vnni",
+    "avx_vnni",
+    "amx_int8",
+    "asimd",
+    "asimddp",
+    "i8mm",
+    "sve",
+)
+
+
+def cpu_flags() -> list[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            flags.update(line.split(":", 1)[1].split())
+    return [f for f in SPEED_FLAGS if f in flags]
 
 
 def _cpu_model() -> str | None:
@@ -76,6 +108,9 @@ METRIC_KEYS = (
     "max_abs_prob_diff",
     "latency_ms_p50",
     "latency_ms_p95",
+    "latency_ms_p10",
+    "latency_cpu_ms_p50",
+    "latency_runs",
     "per_class_accuracy",
     "confusion_matrix",
     "samples",

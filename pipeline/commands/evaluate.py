@@ -14,10 +14,11 @@ from pathlib import Path
 from ...exporters.base import Artifact
 from ...exporters.registry import FORMATS, open_runner
 from ..bundle.manifest import read_manifest
-from ..config import SplitFractions
+from ..config import LatencyConfig, SplitFractions
 from ..core.preprocessing import Preprocessing
 from ..data.dataset import scan_dataset
 from ..reports.table import artifact_rows, format_table, unavailable_notes
+from ..verify.latency import add_latencies
 from ..verify.metrics import classification_metrics
 from ..verify.verify import Reference, predict_batched, verify_artifact
 
@@ -41,10 +42,13 @@ def evaluate_bundle(bundle: Path, dataset: Path) -> Evaluation:
     photos = index.split("train")
     artifacts = [Artifact.from_entry(e, bundle, labels, preprocessing) for e in manifest["artifacts"]]
     reference = _reference(artifacts, photos, labels)
-    entries = []
+    verifications = []
     for artifact in artifacts:
         log.info(f"evaluating {artifact.name} on {len(photos)} images")
-        v = verify_artifact(artifact, photos.images, photos.labels, labels, reference)
+        verifications.append(verify_artifact(artifact, photos.images, photos.labels, labels, reference))
+    add_latencies(verifications, photos.images[:1], LatencyConfig())
+    entries = []
+    for artifact, v in zip(artifacts, verifications):
         entry = {
             "format": artifact.format,
             "variant": artifact.variant,

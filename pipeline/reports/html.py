@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..core.files import write_text_atomic
 from . import plots
-from .table import COLUMNS, artifact_rows, unavailable_notes
+from .table import COLUMNS, artifact_rows, latency_note, unavailable_notes
 
 STYLE = """
 body{font-family:-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
@@ -38,7 +38,7 @@ def render_html(manifest: dict) -> str:
         "<h2>Artifacts</h2>",
         _artifact_table(entries, reference),
     ]
-    parts += [f"<p class=note>{_e(n)}</p>" for n in unavailable_notes(entries)]
+    parts += [f"<p class=note>{_e(n)}</p>" for n in [latency_note(manifest), *unavailable_notes(entries)]]
     figures = [
         (
             plots.tradeoff_plot(entries, "bytes", "size (MB)", 1e-6),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..core.files import write_text_atomic
-from .table import artifact_rows, format_percent, markdown_table, unavailable_notes
+from .table import artifact_rows, format_percent, latency_note, markdown_table, unavailable_notes
 
 
 def write_markdown_report(path: Path, manifest: dict) -> None:
@@ -21,8 +21,7 @@ def write_markdown_report(path: Path, manifest: dict) -> None:
         "## Artifacts",
         "",
         f"Measured on the test split ({keras_metrics.get('samples')} images) with each format's own runtime; "
-        "agreement and max|Δp| compare with the float Keras model; latency is one image, "
-        f"{cfg['latency']['threads']} thread(s), after warm-up.",
+        "agreement and max|Δp| compare with the float Keras model. " + latency_note(manifest),
         "",
         markdown_table(artifact_rows(entries, keras_metrics)),
         "",

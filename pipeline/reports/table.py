@@ -120,3 +120,13 @@ def _bytes(v):
     if v is None:
         return ""
     return f"{v / 1e6:.2f} MB" if v >= 1e5 else f"{v / 1e3:.1f} kB"
+
+
+def latency_note(manifest: dict) -> str:
+    """What the latency columns are, in one sentence every report uses."""
+    latency, env = manifest["config"]["latency"], manifest.get("environment", {})
+    flags = ", ".join(env.get("cpu_flags") or []) or "unknown"
+    return (
+        f"Latency: one image, {latency['threads']} thread(s), {latency['runs']} runs per artifact interleaved "
+        f"with the others, on the build machine's CPU ({env.get('cpu') or 'unknown'}; {flags}), not on a phone."
+    )

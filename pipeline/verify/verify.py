@@ -9,15 +9,13 @@ was not measured.
 
 from __future__ import annotations
 
-import statistics
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ...exporters.base import Artifact, Runner
 from ...exporters.registry import FORMATS, Parity, open_runner
-from ..config import ExportOptions, LatencyConfig
+from ..config import ExportOptions
 from .metrics import agreement_metrics, classification_metrics
 
 BATCH = 32
@@ -44,6 +42,7 @@ class Verification:
     unavailable_reason: str | None = None
     structural_checks: dict[str, bool] = field(default_factory=dict)
     parity: dict | None = None  # reference, measured values, tolerance, passed
+    runner: Runner | None = field(default=None, repr=False)  # kept open for the latency stage
 
     @property
     def structure_ok(self) -> bool:
@@ -57,15 +56,15 @@ def verify_artifact(
     labels: list[str],
     float_reference: Reference | None,
     source_reference: Reference | None = None,
-    latency: LatencyConfig = LatencyConfig(),
+    threads: int = 1,
     options: ExportOptions | None = None,
 ) -> Verification:
-    runner = open_runner(artifact.format, artifact.path, artifact.preprocessing, latency.threads, options)
+    runner = open_runner(artifact.format, artifact.path, artifact.preprocessing, threads, options)
     metrics = {"bytes": artifact.bytes, "gzip_bytes": artifact.gzip_bytes}
     checks = runner.structural_checks()
     if not runner.can_predict:
         metrics.update(null_metrics(labels))
-        return Verification(artifact, metrics, runner.runtime, runner.unavailable_reason, checks)
+        return Verification(artifact, metrics, runner.runtime, runner.unavailable_reason, checks, runner=runner)
     probs = predict_batched(runner, images)
     metrics.update(classification_metrics(probs, y_true, labels))
     if float_reference is not None:
@@ -75,14 +74,12 @@ def verify_artifact(
         )
     else:
         metrics.update({"agreement": None, "max_abs_prob_diff": None, "accuracy_drop": None})
-    if runner.latency_unavailable_reason is None:
-        metrics.update(measure_latency(runner, images[:1], latency))
-    else:
-        metrics.update({"latency_ms_p50": None, "latency_ms_p95": None})
+    metrics.update({"latency_ms_p50": None, "latency_ms_p95": None})  # measured for all artifacts together
+    if runner.latency_unavailable_reason is not None:
         metrics["latency_unavailable_reason"] = runner.latency_unavailable_reason
     parity = FORMATS[artifact.format].variant(artifact.variant).parity
     judged = None if parity is None or source_reference is None else judge_parity(probs, source_reference, parity)
-    return Verification(artifact, metrics, runner.runtime, None, checks, judged)
+    return Verification(artifact, metrics, runner.runtime, None, checks, judged, runner)
 
 
 def judge_parity(probs: np.ndarray, reference: Reference, tolerance: Parity) -> dict:
@@ -99,24 +96,6 @@ def judge_parity(probs: np.ndarray, reference: Reference, tolerance: Parity) -> 
 
 def predict_batched(runner: Runner, images: np.ndarray, batch_size: int = BATCH) -> np.ndarray:
     return np.concatenate([runner.predict(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
-
-
-def measure_latency(runner: Runner, one_image: np.ndarray, config: LatencyConfig) -> dict:
-    """Single-image latency after warm-up: what one camera frame costs an app, preprocessing included."""
-    for _ in range(config.warmup):
-        runner.predict(one_image)
-    samples = []
-    for _ in range(config.runs):
-        start = time.perf_counter()
-        runner.predict(one_image)
-        samples.append((time.perf_counter() - start) * 1000.0)
-    samples.sort()
-    return {
-        "latency_ms_p50": statistics.median(samples),
-        "latency_ms_p95": samples[min(len(samples) - 1, int(round(0.95 * (len(samples) - 1))))],
-        "latency_threads": config.threads,
-        "latency_runs": config.runs,
-    }
 
 
 def null_metrics(labels: list[str]) -> dict:
