@@ -7,12 +7,11 @@ import datetime as dt
 import json
 import os
 import platform
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 
 from ..core.errors import BundleError
 from ..core.files import write_text_atomic
-from ..core.version import __version__
+from ..core.version import __version__, library_versions
 from ..verify.gates import GateResult
 from ..verify.verify import Verification
 
@@ -21,28 +20,6 @@ from ..verify.verify import Verification
 SCHEMA_VERSION = 2
 READABLE_SCHEMAS = (1, 2)
 MANIFEST_NAME = "manifest.json"
-LIBRARIES = (
-    "tensorflow",
-    "tf_keras",
-    "tensorflow-model-optimization",
-    "ai-edge-litert",
-    "onnx",
-    "tf2onnx",
-    "onnxruntime",
-    "coremltools",
-    "numpy",
-    "pillow",
-)
-
-
-def library_versions() -> dict[str, str | None]:
-    versions = {}
-    for name in LIBRARIES:
-        try:
-            versions[name] = importlib_metadata.version(name)
-        except importlib_metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
 
 
 def environment() -> dict:

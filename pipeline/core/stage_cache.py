@@ -1,0 +1,79 @@
+"""Results of build stages kept by what they were computed from, so a rebuild redoes only what changed.
+
+A stage's key is a digest of exactly what it reads: the settings it uses, the digests of its inputs (file hashes
+of the photos of its split, the upstream stage's key), imgpipe's version and the libraries that compute it. Its
+outputs are a folder, written aside and renamed into place when complete, so a crash never leaves a half entry
+that a later build would trust.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from .version import __version__, library_versions
+
+LIBRARIES = (
+    "tensorflow",
+    "tf_keras",
+    "tensorflow-model-optimization",
+    "ai-edge-litert",
+    "onnx",
+    "tf2onnx",
+    "onnxruntime",
+    "coremltools",
+    "numpy",
+    "pillow",
+)
+COMPLETE = "complete"  # written last inside an entry
+
+
+def library_fingerprint() -> dict[str, str | None]:
+    versions = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def stage_key(stage: str, **parts) -> str:
+    """A digest of `parts` (JSON-able: settings, upstream keys, file hashes), the stage name and the versions of
+    imgpipe and of the libraries that compute it."""
+    payload = {"stage": stage, "imgpipe": __version__, "libraries": library_versions(), **parts}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+@dataclass
+class StageCache:
+    root: Path
+
+    def lookup(self, stage: str, key: str) -> Path | None:
+        folder = self.root / stage / key
+        return folder if (folder / COMPLETE).is_file() else None
+
+    @contextmanager
+    def store(self, stage: str, key: str) -> Iterator[Path]:
+        """Yield an empty folder to write the stage's outputs into; it becomes the entry only if the block ends
+        without an error."""
+        final = self.root / stage / key
+        final.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=final.parent))
+        try:
+            yield work
+            (work / COMPLETE).write_text("")
+            if final.exists():  # another build stored the same entry meanwhile: equal by construction
+                shutil.rmtree(work)
+            else:
+                os.replace(work, final)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
