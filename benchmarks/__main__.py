@@ -8,22 +8,31 @@ import sys
 from pathlib import Path
 
 from ..pipeline.core.console import setup_console
-from .markdown import render_markdown
+from .markdown import render_markdown, render_scale_markdown
+from .scale import run_scale
 from .suite import PROFILES, RESULTS_DIR, cases_from_environment, run_suite
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="imgpipe bench", description=__doc__)
-    parser.add_argument("--profile", choices=list(PROFILES), default="quick")
+    parser.add_argument("--profile", choices=[*PROFILES, "scale"], default="quick")
     parser.add_argument("--results", type=Path, default=RESULTS_DIR, help="folder for the JSON and Markdown")
     args = parser.parse_args(argv)
     setup_console()
+    args.results.mkdir(parents=True, exist_ok=True)
+    if args.profile == "scale":
+        markdown = render_scale_markdown(run_scale(args.results))
+        return _publish(markdown, args.results)
     cases, notices = cases_from_environment()
     for notice in notices:
         print(f"imgpipe bench: {notice}", file=sys.stderr)
     suite = run_suite(args.profile, cases, notices, args.results)
-    markdown = render_markdown(suite)
-    (args.results / "report.md").write_text(markdown)
+    return _publish(render_markdown(suite), args.results)
+
+
+def _publish(markdown: str, results: Path) -> int:
+    """report.md, stdout, and the CI job summary when there is one."""
+    (results / "report.md").write_text(markdown)
     print(markdown)
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:

@@ -64,3 +64,25 @@ def _train_seconds(run: dict) -> float:
 
 def _short(weights: str) -> str:
     return weights.rsplit("/", 1)[-1]
+
+
+def render_scale_markdown(result: dict) -> str:
+    lines = [
+        "# imgpipe benchmarks (scale profile)",
+        "",
+        f"Generated photos from {result['source']}; backbone options `{' '.join(result['backbone'])}`; targets tflite, "
+        "onnx. Each build is its own process (peak RSS is its own).",
+        "",
+        "| photos | first build (s) | peak RSS (MiB) | feature ms/photo | unchanged rebuild (s, ratio) | "
+        "photos added: rebuild (s, features computed) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for run in result["runs"]:
+        first, same, added = run["first"], run["unchanged_rebuild"], run["rebuild_after_adding"]
+        lines.append(
+            f"| {run['photos']:,} | {first['seconds']:.1f} | {first['peak_rss_mib']:.0f} | "
+            f"{first['feature_ms_per_photo'] or 0:.1f} | {same['seconds']:.1f} "
+            f"({run['unchanged_rebuild_ratio']:.2f}) | +{added['photos_added']}: {added['seconds']:.1f} "
+            f"({added['features_computed']}) |"
+        )
+    return "\n".join(lines) + "\n"
