@@ -5,6 +5,7 @@ Photos are generated, distinct and deterministic: variants (crop, flip, colour, 
 source folder (IMGPIPE_BENCH_SCALE_SOURCE, else the first IMGPIPE_BENCH_DATA folder) or, without one, textures of
 the embedded dataset's kind. Each build runs in its own process, so its peak RSS is its own (os.wait4).
 Sizes: IMGPIPE_BENCH_SCALE_SIZES (default 1000,5000; 25000 and more are opt-in: they take tens of minutes here).
+IMGPIPE_BENCH_IMGPIPE names another `imgpipe` executable to time instead (an older version, side by side).
 """
 
 from __future__ import annotations
@@ -53,10 +54,11 @@ def run_scale(results_dir: Path, environ=os.environ) -> dict:
                 "--allow-failures",
                 *backbone,
             ]
-            first = _build(args)
-            unchanged = _build(args)
+            command = _command(environ)
+            first = _build(command, args)
+            unchanged = _build(command, args)
             _add(data, dataset, n, ADDED)
-            added = _build(args)
+            added = _build(command, args)
             runs.append(
                 {
                     "photos": n,
@@ -144,12 +146,13 @@ def _build(args: list[str]) -> dict:
     out = Path(args[args.index("--out") + 1])
     manifest = json.loads((out / "bundle" / "manifest.json").read_text())
     timings = manifest["timings"]
-    computed = manifest["training"].get("features_computed", 0)
+    training = manifest["training"]
+    computed = training.get("features_computed", training.get("bottlenecks_computed", 0))
     return {
         "seconds": round(seconds, 2),
         "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
         "features_computed": computed,
-        "feature_ms_per_photo": round(1000 * timings.get("train.features", 0) / computed, 2) if computed else None,
+        "feature_ms_per_photo": round(1000 * _feature_seconds(timings) / computed, 2) if computed else None,
         "reused": sorted(name for name, stage in manifest.get("stages", {}).items() if stage.get("reused")),
         "timings": timings,
     }
@@ -159,3 +162,7 @@ def _source_folder(environ) -> Path | None:
     explicit = environ.get("IMGPIPE_BENCH_SCALE_SOURCE")
     folders = [explicit] if explicit else [p for p in environ.get("IMGPIPE_BENCH_DATA", "").split(os.pathsep) if p]
     return next((Path(f) for f in folders if f and Path(f).is_dir()), None)
+
+
+def _feature_seconds(timings: dict) -> float:
+    return timings.get("train.features", timings.get("train.bottlenecks", 0.0))
