@@ -128,15 +128,15 @@ def _photos(data: Path) -> list[Path]:
     return sorted(data.rglob("*.jpg"), key=lambda p: p.name.rsplit("_", 1)[1])
 
 
-def _build(args: list[str]) -> dict:
+def _command(environ) -> list[str]:
+    other = environ.get("IMGPIPE_BENCH_IMGPIPE")
+    return [other] if other else [sys.executable, "-m", "imgpipe.pipeline.commands.cli"]
+
+
+def _build(command: list[str], args: list[str]) -> dict:
     """One `imgpipe build` in a child process: wall seconds, peak RSS, and what its manifest says it did."""
     start = time.perf_counter()
-    child = subprocess.Popen(
-        [sys.executable, "-m", "imgpipe.pipeline.commands.cli", "build", *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    child = subprocess.Popen([*command, "build", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     _, status, usage = os.wait4(child.pid, 0)
     seconds = time.perf_counter() - start
     stderr = child.stderr.read()
