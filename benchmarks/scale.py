@@ -136,13 +136,14 @@ def _command(environ) -> list[str]:
 def _build(command: list[str], args: list[str]) -> dict:
     """One `imgpipe build` in a child process: wall seconds, peak RSS, and what its manifest says it did."""
     start = time.perf_counter()
-    child = subprocess.Popen([*command, "build", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(child.pid, 0)
-    seconds = time.perf_counter() - start
-    stderr = child.stderr.read()
-    child.stderr.close()
+    with tempfile.TemporaryFile("w+") as stderr:  # a pipe would fill up and block a chatty child
+        child = subprocess.Popen([*command, "build", *args], stdout=subprocess.DEVNULL, stderr=stderr, text=True)
+        _, status, usage = os.wait4(child.pid, 0)
+        seconds = time.perf_counter() - start
+        stderr.seek(0)
+        last = stderr.read().strip().splitlines()[-1:]
     if os.waitstatus_to_exitcode(status) not in (0, 3):
-        raise RuntimeError(f"imgpipe build failed: {stderr.strip().splitlines()[-1:] or status}")
+        raise RuntimeError(f"imgpipe build failed: {last or status}")
     out = Path(args[args.index("--out") + 1])
     manifest = json.loads((out / "bundle" / "manifest.json").read_text())
     timings = manifest["timings"]
