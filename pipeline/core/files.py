@@ -70,8 +70,8 @@ def prepare_folder(path: Path, option: str, what: str) -> bool:
         if created and path.is_dir() and not any(path.iterdir()):
             path.rmdir()
         error = filesystem_error(e)
-        if error is None:
-            raise
+        if error is None:  # anything else the system says about a path the user gave is still about that path
+            raise FileSystemError(f"{path}: cannot create a folder there ({e.strerror}); choose another {option}")
         raise FileSystemError(f"{error} ({option})") from None
     return created
 
