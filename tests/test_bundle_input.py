@@ -134,6 +134,22 @@ def test_manifest_paths_outside_the_bundle_are_refused_by_predict(tmp_path, caps
     assert code == 2 and "outside the bundle" in err and len(err.splitlines()) == 1, err
 
 
+@pytest.mark.parametrize("path", ["../elsewhere.tflite", "/etc/hostname"])
+def test_inspect_does_not_read_manifest_paths_outside_the_bundle(tmp_path, monkeypatch, path):
+    bundle = altered(fake_bundle(tmp_path), lambda m: m["artifacts"][0].update(path=path))
+    (tmp_path / "elsewhere.tflite").write_bytes(MODEL)
+    from imgpipe.pipeline.bundle import inspect as inspect_module
+
+    read = []
+    real_tree_sha256 = inspect_module.tree_sha256
+    monkeypatch.setattr(inspect_module, "tree_sha256", lambda p: read.append(p) or real_tree_sha256(p))
+    result = inspect_bundle(bundle)
+    assert (path, "outside the bundle (listed in manifest.json), not read") in [
+        (p.path, p.issue) for p in result.problems
+    ]
+    assert read == [], "nothing outside the bundle was read"
+
+
 def test_a_link_out_of_the_bundle_is_reported_not_followed(tmp_path):
     bundle = fake_bundle(tmp_path)
     secret = tmp_path / "secret.txt"

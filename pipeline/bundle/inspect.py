@@ -171,6 +171,10 @@ def _check_sums(bundle: Path, sums: dict[str, str], problems: _Problems) -> None
 
 def _check_artifact(bundle: Path, entry: dict, problems: _Problems) -> dict:
     path = bundle / entry["path"]
+    rel = PurePosixPath(entry["path"])
+    if rel.is_absolute() or ".." in rel.parts or not path.resolve().is_relative_to(bundle.resolve()):
+        problems.add(entry["path"], f"outside the bundle (listed in {MANIFEST_NAME}), not read", MANIFEST_NAME)
+        return {**entry, "checksum_ok": False}
     if not path.exists():
         ok = False
         problems.add(entry["path"], f"missing (listed in {MANIFEST_NAME})", MANIFEST_NAME)
