@@ -318,3 +318,14 @@ def test_a_full_cache_disk_leaves_no_truncated_entry(tiny_backbone_weights, tmp_
         for p in entries:
             np.load(p)  # every entry that exists is whole
     assert not (tmp_path / "out").exists(), "a failed first build leaves no output folder"
+
+
+def test_a_weights_file_you_may_not_read_says_so(tmp_path, monkeypatch):
+    from imgpipe.pipeline.core.errors import WeightsError
+    from imgpipe.pipeline.training import weights
+
+    path = tmp_path / "mobilenet_v2_0.5_no_top.h5"
+    path.write_bytes(b"\x89HDF\r\n\x1a\n")
+    monkeypatch.setattr(weights.os, "access", lambda p, mode: False)  # root may read anything: pretend
+    with pytest.raises(WeightsError, match=f"^--weights {path}: permission denied"):
+        weights.weight_shapes(path)
