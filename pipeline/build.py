@@ -253,7 +253,11 @@ def _manifest(config, index, preprocessing, reference, judged, trained, optimiza
         preprocessing=preprocessing.to_dict(),
         dataset={**index.summary(), "root": _dataset_name(config, dataset)},
         reference=reference.metrics,
-        training={"history": trained.history, "features_computed": trained.features_computed},
+        training={
+            "history": trained.history,
+            "features_computed": trained.features_computed,
+            "deterministic": True,  # op determinism and fixed seeds: same inputs, seed and cache, same bytes
+        },
         optimizations=optimizations,
         timings=dict(timings),
         artifacts=[e for e in entries if e["path"] is not None],

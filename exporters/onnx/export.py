@@ -89,6 +89,11 @@ def shorten_names(model) -> None:
     graph.initializer.extend(copies)
     for info in graph.value_info:
         info.name = short(info.name)
+    symbols: dict[str, str] = {}  # tf2onnx numbers unknown dimensions ("unk__606") with a counter for the process
+    for info in [*graph.input, *graph.output, *graph.value_info]:
+        for dim in info.type.tensor_type.shape.dim:
+            if dim.dim_param.startswith("unk__"):
+                dim.dim_param = symbols.setdefault(dim.dim_param, f"unk__{len(symbols)}")
 
 
 def embed_metadata(model, ctx: ExportContext, variant: str) -> None:
