@@ -291,6 +291,24 @@ def test_a_second_build_into_the_same_out_stops_at_once_naming_the_holder(tmp_pa
     assert not out.exists(), "a first build that published nothing leaves no folder (and no lock file) behind"
 
 
+def test_the_command_line_refuses_a_held_out_before_loading_tensorflow(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    code = (
+        "import sys; from imgpipe.pipeline.commands.cli import main; "
+        "rc = main(['build', '--out', sys.argv[1], '--dataset', sys.argv[2]]); "
+        "print('tensorflow' in sys.modules); sys.exit(rc)"
+    )
+    holder = lock_build(out, wait=False)
+    try:
+        run = [sys.executable, "-c", code, str(out), str(tmp_path / "data")]
+        proc = subprocess.run(run, capture_output=True, text=True, timeout=120)
+    finally:
+        holder.release()
+    assert proc.returncode == 2 and proc.stdout.strip() == "False", proc.stderr
+    assert proc.stderr.strip().startswith(f"imgpipe: error: {out}: another imgpipe build is writing to this folder")
+
+
 def test_wait_queues_behind_the_holder(tmp_path):
     out = tmp_path / "out"
     out.mkdir()

@@ -109,13 +109,32 @@ def lock_build(out: Path, wait: bool) -> FileLock:
     """Hold OUT for this build, or raise BusyError naming who holds it (after waiting, with `wait`)."""
     lock = FileLock(Path(out) / BUILD_LOCK, remove_on_release=True)
     if not lock.acquire(wait, lambda: f"{out}: waiting for the build that holds it ({lock.holder()})"):
-        raise BusyError(
-            f"{out}: another imgpipe build is writing to this folder ({lock.holder()}); wait for it to finish, "
-            "pass --wait to queue behind it, or choose another --out"
-        )
+        raise BusyError(_busy(out, lock))
     if lock.fd is not None:
         lock.write_holder()
     return lock
+
+
+def refuse_if_held(out: Path) -> None:
+    """Raise BusyError at once if a build holds OUT: the command line asks before loading TensorFlow, which takes
+    seconds. Only a quick answer: the build still takes the lock itself."""
+    path = Path(out) / BUILD_LOCK
+    try:
+        fd = os.open(path, os.O_RDONLY if fcntl is not None else os.O_RDWR)
+    except OSError:
+        return  # no lock file (or none we can open): no build holds OUT, or the build will say why
+    try:
+        if not _try_lock(fd, shared=True):
+            raise BusyError(_busy(out, FileLock(path)))
+    finally:
+        os.close(fd)
+
+
+def _busy(out: Path, lock: FileLock) -> str:
+    return (
+        f"{out}: another imgpipe build is writing to this folder ({lock.holder()}); wait for it to finish, pass "
+        "--wait to queue behind it, or choose another --out"
+    )
 
 
 def _try_lock(fd: int, shared: bool) -> bool:

@@ -102,10 +102,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_build(args) -> int:
+    from ..bundle.lock import refuse_if_held
+    from ..plan import plan_artifacts
+    from ..settings import make_config
+    from .build_options import given_options
+
+    # What can be refused is refused before TensorFlow loads (seconds): bad options, and an OUT another build holds.
+    config = make_config(given_options(args), args.config)
+    config.validate()
+    plan_artifacts(config)
+    if not config.wait:
+        refuse_if_held(config.out)
+
     from ..api import build
     from ..reports.table import artifact_rows, format_table, unavailable_notes
     from ..verify.gates import GATE_FAILURE_EXIT_CODE
-    from .build_options import given_options
 
     result = build(config=args.config, **given_options(args))
     entries = result.manifest["artifacts"] + result.manifest["rejected"]
