@@ -1,12 +1,17 @@
 """`imgpipe build`: scan -> train -> optimize -> export -> verify -> judge -> publish, every stage timed.
 
-The plan (which artifacts) and the backbone weights are checked before any photo is decoded; everything is
-written into a staging folder and published in one step at the end, so a failed build changes nothing.
+The plan (which artifacts), the output and cache folders and the backbone weights are checked before any photo is
+decoded; OUT is locked for the whole build; everything is written into a staging folder and published in one step
+at the end, so a failed build changes nothing. The operating system's refusals (a full disk, a permission) become
+one `FileSystemError` line naming the path.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,10 +23,11 @@ from .bundle.checksums import write_sha256sums, zip_platform_folders
 from .bundle.layout import artifact_path, remove_artifact, write_labels
 from .bundle.manifest import artifact_entry, build_manifest, write_manifest
 from .bundle.readmes import write_platform_readmes
-from .bundle.staging import Staging, remove_stale_staging
+from .bundle.staging import OutputFolder, Staging
 from .config import BuildConfig
 from .core.console import stage
-from .core.files import tree_sha256
+from .core.errors import ConfigError, filesystem_error
+from .core.files import prepare_folder, tree_sha256
 from .core.preprocessing import Preprocessing
 from .data.dataset import DatasetIndex, LabelledImages, scan_dataset, write_split_file
 from .data.sampling import spread_evenly
@@ -86,11 +92,49 @@ def run_build(config: BuildConfig) -> BuildResult:
     """Build, verify and publish. Raises ImgpipeError subclasses for anything the user can fix."""
     config.validate()
     plan = plan_artifacts(config)
+    _check_not_inside_dataset(config)
+    try:
+        with OutputFolder(config.out, wait=config.wait):
+            prepare_folder(config.cache_dir, "--cache-dir", "backbone features and the embedded dataset")
+            return _build(config, plan)
+    except Exception as e:
+        error = filesystem_error(e, where=lambda code: _blamed_folder(code, config))
+        if error is None or error is e:
+            raise
+        raise error from e
+
+
+def _check_not_inside_dataset(config: BuildConfig) -> None:
+    """The output or the cache inside the dataset folder would be scanned as a class of its own."""
+    if config.dataset is None:
+        return
+    dataset = Path(config.dataset).resolve()
+    for option, folder in (("--out", config.out), ("--cache-dir", config.cache_dir)):
+        if Path(folder).resolve().is_relative_to(dataset):
+            raise ConfigError(
+                f"{option} {folder}: inside the dataset folder {config.dataset}, where it would be read as a class; "
+                "choose a folder outside the dataset"
+            )
+
+
+def _blamed_folder(code: int, config: BuildConfig) -> Path:
+    """Which folder a refusal that names no file (a library's failed write) is about: for a full disk, the
+    first of OUT, the cache and the temporary folder whose disk is (nearly) full; otherwise OUT."""
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        for folder in (config.out, config.cache_dir, Path(tempfile.gettempdir())):
+            try:
+                if shutil.disk_usage(folder).free < 64 << 20:
+                    return folder
+            except OSError:
+                continue
+    return config.out
+
+
+def _build(config: BuildConfig, plan: list[PlannedArtifact]) -> BuildResult:
     config.backbone = resolve_backbone(config.backbone)  # a weights file that does not fit fails here, not later
     dataset = config.dataset or embedded_dataset(config.cache_dir)
     preprocessing = Preprocessing(config.backbone.image_size)
     timings: dict[str, float] = {}
-    remove_stale_staging(config.out)
     with Staging(config.out) as staging:
         with stage("scan", timings):
             index = scan_dataset(dataset, config.backbone.image_size, config.split)
@@ -213,7 +257,11 @@ def _manifest(config, index, preprocessing, reference, judged, trained, optimiza
         preprocessing=preprocessing.to_dict(),
         dataset={**index.summary(), "root": _dataset_name(config, dataset)},
         reference=reference.metrics,
-        training={"history": trained.history, "features_computed": trained.features_computed},
+        training={
+            "history": trained.history,
+            "features_computed": trained.features_computed,
+            "deterministic": True,  # op determinism and fixed seeds: same inputs, seed and cache, same bytes
+        },
         optimizations=optimizations,
         timings=dict(timings),
         artifacts=[e for e in entries if e["path"] is not None],

@@ -275,6 +275,9 @@ class BuildConfig:
     allow_failures: bool = setting(
         False, "exit 0 even when an artifact fails a gate (it is still left out)", option="allow_failures"
     )
+    wait: bool = setting(
+        False, "when another build is writing to OUT, wait for it to finish instead of stopping", option="wait"
+    )
     backbone: BackboneSpec = field(default_factory=BackboneSpec)
     train: TrainConfig = field(default_factory=TrainConfig)
     split: SplitFractions = field(default_factory=SplitFractions)

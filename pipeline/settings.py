@@ -2,7 +2,7 @@
 options given by name: the command line's flags and `imgpipe.build(**options)` use the same names.
 
 The file's top-level keys set build options (dataset, out, targets, variants, optimize, cache_dir,
-allow_failures); each table sets one settings dataclass ([backbone], [train], [split], [export], [metadata],
+allow_failures, wait); each table sets one settings dataclass ([backbone], [train], [split], [export], [metadata],
 [latency], [prune], [qat]); [gates] holds release budgets, per format or variant in sub-tables. Unknown names are
 errors, so a typo never silently falls back to a default. Paths in the file are relative to the file.
 """
@@ -23,7 +23,7 @@ from .config import (
     SplitFractions,
     check_values,
 )
-from .core.errors import ConfigError
+from .core.errors import ConfigError, filesystem_error
 from .plan import parse_variant_specs
 
 PATH_OPTIONS = ("dataset", "out", "cache_dir")
@@ -82,6 +82,11 @@ def load_config_file(path: Path) -> dict:
         raise ConfigError(f"{path}: is a folder; --config takes a TOML file") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: not valid TOML ({e}); fix the file") from None
+    except OSError as e:  # a permission, a file that is not readable
+        error = filesystem_error(e)
+        if error is None:
+            raise
+        raise ConfigError(f"--config {error}") from None
 
 
 def apply_config_file(config: BuildConfig, data: dict, path: Path) -> BuildConfig:
@@ -118,6 +123,9 @@ def _replace_checked(current, values: dict, where: str):
 
 
 def _set_top_level(config: BuildConfig, key: str, value, base: Path | None) -> None:
+    expected = _TOP_LEVEL_TYPES.get(key)
+    if expected is not None and not _is(value, expected[0]):
+        raise ConfigError(f"{key} = {value!r}: expected {expected[1]}")
     if key in PATH_OPTIONS:
         path = Path(value).expanduser()
         setattr(config, key, (base / path).resolve() if base is not None else path)
@@ -127,7 +135,27 @@ def _set_top_level(config: BuildConfig, key: str, value, base: Path | None) -> N
         )
     elif key in ("targets", "optimize"):
         setattr(config, key, list(dict.fromkeys(value)))
-    elif key == "allow_failures":
-        config.allow_failures = bool(value)
     else:
         setattr(config, key, value)
+
+
+_TOP_LEVEL_TYPES = {
+    **{key: ("path", "a path (a string)") for key in PATH_OPTIONS},
+    "targets": ("names", "a list of format names"),
+    "optimize": ("names", "a list of optimization names"),
+    "variants": ("variants", 'a table such as {tflite = ["fp32", "int8"]} or a list such as ["tflite:fp32,int8"]'),
+    "allow_failures": ("bool", "true or false"),
+    "wait": ("bool", "true or false"),
+}
+
+
+def _is(value, kind: str) -> bool:
+    if kind == "path":
+        return isinstance(value, (str, Path))
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "names":
+        return isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+    if isinstance(value, dict):  # variants
+        return all(isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v) for v in value.values())
+    return isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)

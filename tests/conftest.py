@@ -174,6 +174,34 @@ def tiny_backbone_weights(tiny_model, tmp_path_factory) -> Path:
     return path
 
 
+def cli_build_args(root: Path, weights: Path, out: Path) -> list[str]:
+    """The shared build's command line (dataset, config file and cache under `root`), into `out`."""
+    return [
+        "build",
+        "--dataset",
+        str(root / "data"),
+        "--out",
+        str(out),
+        "--cache-dir",
+        str(root / "cache"),
+        "--weights",
+        str(weights),
+        "--image-size",
+        str(TINY_SIZE),
+        "--config",
+        str(root / "imgpipe.toml"),
+        "--variants",
+        "tflite:fp32,int8",
+        "onnx:fp32,int8",
+        "coreml:fp16",
+        "--io-type",
+        "uint8",
+        "--name",
+        "TinyPatterns",
+        "--allow-failures",
+    ]
+
+
 @pytest.fixture(scope="session")
 def cli_build(tiny_backbone_weights, tmp_path_factory):
     """One real `imgpipe build` through the command line, shared by every end-to-end test: pattern photos on disk,
@@ -185,32 +213,7 @@ def cli_build(tiny_backbone_weights, tmp_path_factory):
     data = write_pattern_dataset(root / "data", n_per_class=16, seed=7)
     config = root / "imgpipe.toml"
     config.write_text('[gates."onnx:int8"]\nmax_bytes = 1000\n')
-    code = main(
-        [
-            "build",
-            "--dataset",
-            str(data),
-            "--out",
-            str(root / "out"),
-            "--cache-dir",
-            str(root / "cache"),
-            "--weights",
-            str(tiny_backbone_weights),
-            "--image-size",
-            str(TINY_SIZE),
-            "--config",
-            str(config),
-            "--variants",
-            "tflite:fp32,int8",
-            "onnx:fp32,int8",
-            "coreml:fp16",
-            "--io-type",
-            "uint8",
-            "--name",
-            "TinyPatterns",
-            "--allow-failures",
-        ]
-    )
+    code = main(cli_build_args(root, tiny_backbone_weights, root / "out"))
     return code, root / "out", data
 
 

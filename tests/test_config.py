@@ -133,3 +133,51 @@ def test_format_options_come_from_the_table():
     config = make_config({"palette_bits": 5})
     with pytest.raises(ConfigError, match="valid: 4, 6, 8"):
         plan_artifacts(config)
+
+
+def test_every_number_in_the_config_file_is_checked_against_its_range(tmp_path):
+    """Not a sample: every declared range, each with a value below, above, nan and inf, names its key."""
+    import dataclasses
+    import math
+
+    from imgpipe.pipeline.config import SECTIONS, GateLimits
+
+    path = tmp_path / "imgpipe.toml"
+    checked = 0
+    for section in (*SECTIONS, "gates"):
+        cls = GateLimits if section == "gates" else type(getattr(BuildConfig(), section))
+        for f in dataclasses.fields(cls):
+            rng = f.metadata.get("range")
+            if rng is None:
+                continue
+            outside = [rng.low - 1 if rng.low is not None else None, rng.high + 1 if rng.high is not None else None]
+            is_int = str(f.type).startswith("int")
+            for value in [*(v for v in outside if v is not None), math.nan, math.inf]:
+                value = int(value) if is_int and math.isfinite(value) else value
+                with pytest.raises(ConfigError) as error:
+                    apply_config_file(BuildConfig(), {section: {f.name: value}}, path).validate()
+                assert f.name in str(error.value), (section, f.name, value)
+                checked += 1
+    assert checked > 40
+
+
+@pytest.mark.parametrize(
+    "table, fragment",
+    [
+        ({"allow_failures": "no"}, "allow_failures = 'no': expected true or false"),
+        ({"wait": 1}, "wait = 1: expected true or false"),
+        ({"out": 5}, "out = 5: expected a path"),
+        ({"targets": "tflite"}, "targets = 'tflite': expected a list of format names"),
+        ({"variants": {"tflite": "int8"}}, "expected a table such as"),
+    ],
+)
+def test_top_level_config_values_have_types_too(tmp_path, table, fragment):
+    with pytest.raises(ConfigError, match=fragment.replace("(", r"\(")):
+        apply_config_file(BuildConfig(), table, tmp_path / "imgpipe.toml")
+
+
+def test_wait_is_an_option_with_help():
+    args = build_parser().parse_args(["build", "--wait"])
+    assert given_options(args)["wait"] is True
+    build_help = build_parser()._subparsers._group_actions[0].choices["build"].format_help()
+    assert "--wait" in build_help and "wait for it to finish instead of stopping" in " ".join(build_help.split())

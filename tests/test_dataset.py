@@ -158,3 +158,86 @@ def test_unknown_classes_are_rejected_when_evaluating_against_known_labels(tmp_p
     _dataset(tmp_path, classes=("a", "b", "c"))
     with pytest.raises(DatasetError, match="c are not among"):
         scan_dataset(tmp_path, 16, allowed_labels=["a", "b"])
+
+
+def test_two_photos_with_the_same_nested_name_get_their_own_splits(tmp_path):
+    """With the class in the identity, `daisy/2019/x.png` and `roses/2019/x.png` are split independently: some
+    such pair lands in different splits (with `2019/x.png` as identity every pair shared one)."""
+    from imgpipe.pipeline.data.dataset import _split_for, _stable_unit
+
+    name = next(
+        f"x{i}.png"
+        for i in range(1000)
+        if _split_for(_stable_unit(f"daisy/2019/x{i}.png"), SplitFractions())
+        != _split_for(_stable_unit(f"roses/2019/x{i}.png"), SplitFractions())
+    )
+    for c in ("daisy", "roses"):
+        for i in range(3):
+            _save(tmp_path / c / f"{c}{i}.png")
+        _save(tmp_path / c / "2019" / name, size=(40 + len(c), 30))
+    splits = {e.relpath: e.split for e in scan_dataset(tmp_path, 16).entries}
+    assert splits[f"daisy/2019/{name}"] != splits[f"roses/2019/{name}"]
+
+
+# --- symbolic links: followed inside the dataset folder only, every real file once ------------------------------
+
+
+def _problem(index, path: str) -> str:
+    (found,) = [p for p in index.problems if p.startswith(f"{path}:")]
+    return found
+
+
+def test_a_folder_link_back_to_the_dataset_is_neither_a_class_nor_more_images(tmp_path):
+    _dataset(tmp_path)
+    (tmp_path / "loop").symlink_to(".")
+    (tmp_path / "a" / "again").symlink_to("..")
+    (tmp_path / "a" / "self").symlink_to(".")
+    index = scan_dataset(tmp_path, 16)
+    assert index.labels == ["a", "b"] and len(index.entries) == 10
+    assert "back to the dataset folder" in _problem(index, "loop")
+    assert "back to the dataset folder" in _problem(index, "a/again")
+    assert "already searched" in _problem(index, "a/self")
+
+
+def test_a_file_link_inside_the_dataset_is_one_image_not_two(tmp_path):
+    _dataset(tmp_path)
+    (tmp_path / "a" / "alias.png").symlink_to("a0.png")
+    (tmp_path / "b" / "a0_as_b.png").symlink_to("../a/a1.png")  # the same photo under another label
+    index = scan_dataset(tmp_path, 16)
+    paths = sorted(e.relpath for e in index.entries)
+    assert len(paths) == 10 and "a/a0.png" in paths and "a/a1.png" in paths
+    assert "a/alias.png" not in paths and "b/a0_as_b.png" not in paths
+    assert "counted once" in _problem(index, "a/alias.png")
+    assert "a/a1.png" in _problem(index, "b/a0_as_b.png")
+
+
+def test_links_that_leave_the_dataset_are_reported_and_left_out(tmp_path):
+    data = _dataset(tmp_path / "data")
+    outside = _dataset(tmp_path / "elsewhere", classes=("c",))
+    (data / "a" / "secret.png").symlink_to(outside / "c" / "c0.png")
+    (data / "a" / "more").symlink_to(outside / "c")
+    (data / "c").symlink_to(outside / "c")  # a whole class from elsewhere
+    (data / "b" / "gone.png").symlink_to(data / "b" / "missing.png")
+    index = scan_dataset(data, 16)
+    assert index.labels == ["a", "b"] and len(index.entries) == 10
+    for path in ("a/secret.png", "a/more", "c"):
+        assert "outside the dataset folder, left out" in _problem(index, path)
+    assert "a link to nothing" in _problem(index, "b/gone.png")
+    assert not any(str(tmp_path) in p for p in index.problems), "problems go into the manifest: no machine paths"
+
+
+def test_links_inside_the_dataset_are_followed(tmp_path):
+    """A class kept in a hidden folder and linked in, and a sub-folder linked into a class, are read; a link into
+    another class's folder would give its photos a second label and is not followed."""
+    _dataset(tmp_path)
+    for i in range(3):
+        _save(tmp_path / ".raw" / "c" / f"c{i}.png")
+        _save(tmp_path / ".raw" / "extra" / f"e{i}.png")
+    (tmp_path / "c").symlink_to(".raw/c")
+    (tmp_path / "a" / "extra").symlink_to("../.raw/extra")
+    (tmp_path / "b" / "stolen").symlink_to("../a")
+    index = scan_dataset(tmp_path, 16)
+    assert index.labels == ["a", "b", "c"]
+    paths = {e.relpath for e in index.entries}
+    assert {"c/c0.png", "a/extra/e2.png"} <= paths and len(paths) == 16
+    assert "class 'a'" in _problem(index, "b/stolen")

@@ -63,6 +63,8 @@ def test_pretrained_path_caches_bottlenecks_and_fine_tunes(no_top_weights, split
     assert list((tmp_path / "logs").glob("*/train/events.out.tfevents*")), "TensorBoard logs per phase"
     second = train_classifier(spec, config, split_data, 3, pre, tmp_path / "cache", tmp_path / "logs2")
     assert second.features_computed == 0, "a rebuild reads every feature from the cache"
+    for a, b in zip(first.model.get_weights(), second.model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b, "same seed, same weights: head and augmented fine-tune are repeatable")
 
 
 def test_head_weights_reach_the_full_model(no_top_weights, split_data, tmp_path):

@@ -28,6 +28,7 @@ def export(ctx: ExportContext, variant: str, dest: Path) -> Artifact:
     FORMATS["onnx"].variant(variant)  # raises for an unknown one
     images = ctx.calibration_set("ONNX int8") if variant == "int8" else None  # fail before the slow conversion
     model = convert_keras(ctx.model, ctx.preprocessing.image_size)
+    shorten_names(model)  # first here too, so the quantizer starts from the same graph in every process
     details = {"opset": OPSET, "converter": f"tf2onnx {version('tf2onnx')}"}
     if variant == "int8":
         model = quantize_in_workdir(model, images, ctx)
@@ -40,7 +41,7 @@ def export(ctx: ExportContext, variant: str, dest: Path) -> Artifact:
     shorten_names(model)
     embed_metadata(model, ctx, variant)
     _check(model)
-    write_bytes_atomic(dest, model.SerializeToString())
+    write_bytes_atomic(dest, model.SerializeToString(deterministic=True))
     return Artifact("onnx", variant, dest, list(ctx.labels), ctx.preprocessing, source=ctx.source, details=details)
 
 
@@ -60,7 +61,11 @@ def convert_keras(keras_model, image_size: int):
 def shorten_names(model) -> None:
     """Replace the converters' scope paths ("mobilenet_v2_classifier/block_10_project/Conv2D_weights_fused_bn_
     DequantizeLinear" ...) with short names. They are debug strings only, yet make up over 10% of an int8 file;
-    the graph's input and output keep their names, which are the model's interface."""
+    the graph's input and output keep their names, which are the model's interface.
+
+    Names are given in the order the nodes use them and the initializers are sorted by them: tf2onnx names and
+    orders its initializers differently in every process (Python's per-process string hashing), and this makes
+    the same model give the same bytes."""
     graph = model.graph
     interface = {v.name for v in graph.input} | {v.name for v in graph.output}
     renamed: dict[str, str] = {}
@@ -70,14 +75,25 @@ def shorten_names(model) -> None:
             return name
         return renamed.setdefault(name, f"t{len(renamed)}")
 
-    for init in graph.initializer:
-        init.name = short(init.name)
     for i, node in enumerate(graph.node):
         node.name = f"n{i}"
         node.input[:] = [short(x) for x in node.input]
         node.output[:] = [short(x) for x in node.output]
+    for init in graph.initializer:
+        init.name = short(init.name)
+    ordered = sorted(graph.initializer, key=lambda t: int(t.name[1:]) if t.name.startswith("t") else -1)
+    copies = [type(t)() for t in ordered]
+    for copy, t in zip(copies, ordered):
+        copy.CopyFrom(t)
+    del graph.initializer[:]
+    graph.initializer.extend(copies)
     for info in graph.value_info:
         info.name = short(info.name)
+    symbols: dict[str, str] = {}  # tf2onnx numbers unknown dimensions ("unk__606") with a counter for the process
+    for info in [*graph.input, *graph.output, *graph.value_info]:
+        for dim in info.type.tensor_type.shape.dim:
+            if dim.dim_param.startswith("unk__"):
+                dim.dim_param = symbols.setdefault(dim.dim_param, f"unk__{len(symbols)}")
 
 
 def embed_metadata(model, ctx: ExportContext, variant: str) -> None:

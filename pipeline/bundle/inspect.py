@@ -19,9 +19,12 @@ from ..core.errors import BundleError
 from ..core.files import file_sha256, tree_sha256
 from ..reports.table import artifact_rows, format_table
 from .checksums import SUMS_LINE, SUMS_NAME, ZIPPED_FOLDERS, bundle_files
-from .manifest import MANIFEST_NAME, read_manifest
+from .manifest import MANIFEST_NAME, bundle_folder, read_manifest
 
 FIX = "restore the bundle from where it was published, or rebuild it"
+SUMS_MAX_BYTES = 16 << 20  # one line per file: a real SHA256SUMS is a few kB
+ZIP_MEMBER_MAX_BYTES = 2 << 30  # larger than any mobile model; a member claiming more is not one
+CHUNK = 1 << 20  # zip members are hashed a chunk at a time: memory stays flat whatever a member claims to hold
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,7 @@ class InspectResult:
 def inspect_bundle(bundle: Path) -> InspectResult:
     """Summarise the manifest and verify every checksum record the bundle carries; never raises for a problem
     with a file (they are collected), only for an unreadable manifest."""
-    bundle = Path(bundle)
+    bundle = bundle_folder(bundle)
     manifest = read_manifest(bundle)
     problems = _Problems()
     sums = _read_sums(bundle, problems)
@@ -137,6 +140,9 @@ def _read_sums(bundle: Path, problems: _Problems) -> dict[str, str] | None:
     path = bundle / SUMS_NAME
     if not path.is_file():
         return None
+    if path.stat().st_size > SUMS_MAX_BYTES:
+        problems.add(SUMS_NAME, f"{path.stat().st_size:,} bytes, too large to be a checksum list", SUMS_NAME)
+        return {}
     sums = {}
     for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
         match = SUMS_LINE.match(line)
@@ -149,9 +155,12 @@ def _read_sums(bundle: Path, problems: _Problems) -> dict[str, str] | None:
 
 
 def _check_sums(bundle: Path, sums: dict[str, str], problems: _Problems) -> None:
+    root = bundle.resolve()
     for rel, expected in sums.items():
         path = bundle / rel
-        if not path.is_file():
+        if path.exists() and not path.resolve().is_relative_to(root):
+            problems.add(rel, "a link to a file outside the bundle", SUMS_NAME)
+        elif not path.is_file():
             problems.add(rel, f"missing (listed in {SUMS_NAME})", SUMS_NAME)
         elif file_sha256(path) != expected:
             problems.add(rel, f"altered (sha256 differs from {SUMS_NAME})", SUMS_NAME)
@@ -162,6 +171,10 @@ def _check_sums(bundle: Path, sums: dict[str, str], problems: _Problems) -> None
 
 def _check_artifact(bundle: Path, entry: dict, problems: _Problems) -> dict:
     path = bundle / entry["path"]
+    rel = PurePosixPath(entry["path"])
+    if rel.is_absolute() or ".." in rel.parts or not path.resolve().is_relative_to(bundle.resolve()):
+        problems.add(entry["path"], f"outside the bundle (listed in {MANIFEST_NAME}), not read", MANIFEST_NAME)
+        return {**entry, "checksum_ok": False}
     if not path.exists():
         ok = False
         problems.add(entry["path"], f"missing (listed in {MANIFEST_NAME})", MANIFEST_NAME)
@@ -185,20 +198,39 @@ def _check_zip(bundle: Path, folder: str, sums: dict[str, str] | None, problems:
     issues = []
     try:
         with zipfile.ZipFile(bundle / name) as zf:
-            entries = {i.filename for i in zf.infolist() if not i.is_dir()}
-            for rel in sorted(entries | set(expected)):
+            entries = {i.filename: i for i in zf.infolist() if not i.is_dir()}
+            for rel in sorted(set(entries) | set(expected)):
                 if rel not in entries:
                     issues.append(f"lacks {rel}")
                 elif rel not in expected:
                     issues.append(f"holds {rel}, which is not in the bundle")
-                elif hashlib.sha256(zf.read(rel)).hexdigest() != expected[rel]:
+                elif not _member_matches(zf, entries[rel], bundle / rel, expected[rel]):
                     issues.append(f"its {rel} differs")
-    except (zipfile.BadZipFile, OSError) as e:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError, OSError, ValueError) as e:
         issues.append(f"not a readable zip ({e})")
     if issues:
         against = SUMS_NAME if sums is not None else f"the {folder}/ folder"
         more = f", +{len(issues) - 1} more" if len(issues) > 1 else ""
         problems.add(name, f"{issues[0]} (checked against {against}{more})", against)
+
+
+def _member_matches(zf: zipfile.ZipFile, info: zipfile.ZipInfo, published: Path, sha256: str) -> bool:
+    """Whether a zip member holds the published file: its declared size must be the file's (so a member claiming
+    gigabytes is never decompressed), then its content is hashed a chunk at a time."""
+    try:
+        size = published.stat().st_size
+    except OSError:  # the folder's copy is missing (reported on its own): only the sum can tell
+        size = None
+    if info.file_size > (size if size is not None else ZIP_MEMBER_MAX_BYTES):
+        return False
+    h, read = hashlib.sha256(), 0
+    with zf.open(info) as member:
+        while chunk := member.read(CHUNK):
+            read += len(chunk)
+            if read > info.file_size:
+                return False
+            h.update(chunk)
+    return h.hexdigest() == sha256
 
 
 def _same(values: list[float]):

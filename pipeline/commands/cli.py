@@ -1,19 +1,23 @@
-"""The `imgpipe` command line. User errors become one line on stderr and a non-zero exit; `--debug` keeps
-tracebacks. Progress and warnings go to stderr, tables and `--json` to stdout."""
+"""The `imgpipe` command line. User errors, and the operating system's refusals (a full disk, a permission), become
+one line on stderr naming the path and the fix, and exit 2; `--debug` keeps tracebacks. Ctrl-C exits 130 and
+SIGTERM 143. Progress and warnings go to stderr, tables and `--json` to stdout."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 
 from ..core.console import setup_console
-from ..core.errors import ImgpipeError
+from ..core.errors import ImgpipeError, filesystem_error
+from ..core.signals import Terminated, stop_on_sigterm
 from ..core.version import __version__
 
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 log = logging.getLogger(__name__)
 
 
@@ -24,18 +28,28 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     setup_console(args.verbose)
+    previous_sigterm = signal.getsignal(signal.SIGTERM)
+    stop_on_sigterm()
     try:
         return args.handler(args)
-    except ImgpipeError as e:
+    except Exception as e:
+        error = e if isinstance(e, ImgpipeError) else filesystem_error(e)
+        if error is None or args.debug:
+            raise
+        print(f"imgpipe: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except (KeyboardInterrupt, Terminated) as e:
         if args.debug:
             raise
-        print(f"imgpipe: error: {e}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        if args.debug:
-            raise
-        print("imgpipe: interrupted; nothing was published", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        what = "interrupted" if isinstance(e, KeyboardInterrupt) else "terminated"
+        notes = getattr(e, "__notes__", None)
+        if notes:  # the signal came during a publish, which was completed first
+            print(f"imgpipe: {what}; {notes[0]}", file=sys.stderr)
+        else:
+            print(f"imgpipe: {what}" + ("; nothing was published" if args.command == "build" else ""), file=sys.stderr)
+        return EXIT_INTERRUPTED if isinstance(e, KeyboardInterrupt) else EXIT_TERMINATED
+    finally:
+        signal.signal(signal.SIGTERM, previous_sigterm)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,10 +102,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_build(args) -> int:
+    from ..bundle.lock import refuse_if_held
+    from ..plan import plan_artifacts
+    from ..settings import make_config
+    from .build_options import given_options
+
+    # What can be refused is refused before TensorFlow loads (seconds): bad options, and an OUT another build holds.
+    config = make_config(given_options(args), args.config)
+    config.validate()
+    plan_artifacts(config)
+    if not config.wait:
+        refuse_if_held(config.out)
+
     from ..api import build
     from ..reports.table import artifact_rows, format_table, unavailable_notes
     from ..verify.gates import GATE_FAILURE_EXIT_CODE
-    from .build_options import given_options
 
     result = build(config=args.config, **given_options(args))
     entries = result.manifest["artifacts"] + result.manifest["rejected"]

@@ -116,6 +116,8 @@ def _load(target: Path) -> _Loaded:
         )
     if target.is_dir() and not any(target.name.endswith(s.suffix) for s in FORMATS.values()):
         return _load_from_bundle(target)
+    if target.name == MANIFEST_NAME:
+        return _load_from_bundle(target.parent)
     return _load_file(target)
 
 
@@ -144,7 +146,8 @@ def _by_preference(entries: list[dict]) -> list[dict]:
         default = e["variant"] == spec.default_variant and e.get("source", "float") == "float"
         return (not default, spec.predict_rank, i)
 
-    return [e for _, e in sorted(enumerate(entries), key=rank) if e["format"] in FORMATS]
+    known = [(i, e) for i, e in enumerate(entries) if e["format"] in FORMATS]  # a newer imgpipe's formats
+    return [e for _, e in sorted(known, key=rank)]
 
 
 def _load_file(path: Path) -> _Loaded:

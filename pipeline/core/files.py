@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from .errors import FileSystemError, filesystem_error
+
 
 def write_atomic(dest: Path, write: Callable[[BinaryIO], None], mode: int = 0o644, durable: bool = True) -> Path:
     """Call `write(file)` on a temporary file beside `dest`, then rename it over `dest`.
@@ -33,10 +35,45 @@ def write_atomic(dest: Path, write: Callable[[BinaryIO], None], mode: int = 0o64
                 os.fsync(f.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as e:
+        Path(tmp).unlink(missing_ok=True)  # a full disk leaves no truncated file behind
+        if isinstance(e, OSError) and e.filename is None:  # write() errors name no file: this one
+            raise OSError(e.errno, e.strerror, str(dest)) from e
         raise
     return dest
+
+
+def prepare_folder(path: Path, option: str, what: str) -> bool:
+    """Make sure `path` is a folder this process can create files in, creating it (and its parents) if needed;
+    True when it was created. Called before any work, so a wrong path costs nothing: anything in the way is one
+    line naming the path and the fix."""
+    path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise FileSystemError(f"{path}: is a broken symbolic link; {option} takes a folder ({what}): fix the link")
+    if path.exists() and not path.is_dir():
+        raise FileSystemError(
+            f"{path}: is a file, not a folder; {option} takes a folder ({what}): choose another path or move the file"
+        )
+    existing = next((p for p in path.parents if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise FileSystemError(f"{existing}: is a file, so {path} cannot be a folder inside it; choose another {option}")
+    created = not path.exists()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        try:
+            fd, probe = tempfile.mkstemp(dir=path, prefix=".imgpipe-probe-")
+        except OSError as e:  # name the folder, not the probe file
+            raise OSError(e.errno, e.strerror, str(path)) from None
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        if created and path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+        error = filesystem_error(e)
+        if error is None:  # anything else the system says about a path the user gave is still about that path
+            raise FileSystemError(f"{path}: cannot create a folder there ({e.strerror}); choose another {option}")
+        raise FileSystemError(f"{error} ({option})") from None
+    return created
 
 
 def write_bytes_atomic(dest: Path, data: bytes) -> Path:

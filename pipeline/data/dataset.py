@@ -111,9 +111,8 @@ def scan_dataset(
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"{root}: dataset folder not found; pass a folder with one sub-folder of images per class")
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     problems: list[str] = []
-    files_by_class = {d.name: _image_files(d, problems) for d in class_dirs}
+    files_by_class = find_images(root, problems)
     labels = _choose_labels(root, files_by_class, allowed_labels)
 
     candidates = [(f, labels.index(name)) for name in sorted(files_by_class) for f in files_by_class[name]]
@@ -123,7 +122,7 @@ def scan_dataset(
     unreadable = []
     for (path, label), (pixels, sha, error) in zip(candidates, decoded):
         if error:
-            unreadable.append(f"{path}: {error}")
+            unreadable.append(f"{path.relative_to(root).as_posix()}: {error}")
         else:
             kept.append((path, label, pixels, sha))
     if unreadable:
@@ -169,16 +168,103 @@ def _split_for(score: float, f: SplitFractions) -> str:
     return "val" if score < f.train + f.val else "test"
 
 
-def _image_files(class_dir: Path, problems: list[str]) -> list[Path]:
-    files = []
-    for p in sorted(class_dir.rglob("*")):
-        if not p.is_file() or any(part.startswith(".") for part in p.relative_to(class_dir).parts):
+def find_images(root: Path, problems: list[str]) -> dict[str, list[Path]]:
+    """`{class: image files}` for every `root/<class>/` folder, searched recursively, hidden names skipped.
+
+    Symbolic links are followed only while they stay inside the dataset folder, and every real file counts once:
+    a link to a file that is counted anyway, a link to a folder already searched (`loop -> .`), a link back to
+    the dataset folder and a link into another class's folder add nothing and are reported; a link that points
+    outside the dataset folder, or nowhere, is reported and left out. A file found both by its own path and
+    through a link keeps its own path (the identity that decides its split). Problems name paths relative to
+    the dataset folder, since they are recorded in the manifest.
+    """
+    root_real = root.resolve()
+    rel = lambda p: p.relative_to(root).as_posix()  # noqa: E731
+    entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
+    own = {p.name: p.resolve() for p in entries if p.is_dir() and not p.is_symlink()}
+    classes: dict[str, Path] = {}
+    for p in entries:
+        if not p.is_dir():
+            if p.is_symlink() and not p.exists():
+                problems.append(f"{rel(p)}: a link to nothing, ignored")
             continue
-        if p.suffix.lower() in IMAGE_SUFFIXES:
-            files.append(p)
+        real = p.resolve()
+        if p.is_symlink():
+            reason = _folder_link_problem(real, root_real, {**own, **classes})
+            if reason:
+                problems.append(f"{rel(p)}: {reason}")
+                continue
+        classes[p.name] = real
+
+    found: list[tuple[str, Path, Path, bool]] = []  # (class, path, real file, reached through a link)
+    searched: set[Path] = set()
+    links: list[tuple[str, Path]] = []
+    for name in sorted(classes):  # first every real folder, so files keep their own paths
+        _search(name, root / name, classes[name], False, searched, found, links, problems, rel)
+    while links:  # then the links met on the way, in order
+        name, link = links.pop(0)
+        target = link.resolve()
+        if not link.exists():
+            problems.append(f"{rel(link)}: a link to nothing, ignored")
+        elif not target.is_relative_to(root_real):
+            problems.append(f"{rel(link)}: a link to something outside the dataset folder, left out")
+        elif link.is_dir():
+            others = {k: v for k, v in classes.items() if k != name}
+            reason = _folder_link_problem(target, root_real, others) or (
+                "a link to a folder already searched, ignored" if target in searched else None
+            )
+            if reason:
+                problems.append(f"{rel(link)}: {reason}")
+            else:
+                _search(name, link, target, True, searched, found, links, problems, rel)
+        elif _is_image(link, problems, rel):
+            found.append((name, link, target, True))
+
+    kept: dict[Path, tuple[str, Path, bool]] = {}
+    for name, path, real, via_link in found:
+        if real not in kept or (kept[real][2] and not via_link):
+            if real in kept:
+                problems.append(f"{rel(kept[real][1])}: a link to {rel(path)}, counted once")
+            kept[real] = (name, path, via_link)
         else:
-            problems.append(f"not an image type imgpipe reads, ignored: {p}")
-    return files
+            problems.append(f"{rel(path)}: a link to {rel(kept[real][1])}, counted once")
+    by_class: dict[str, list[Path]] = {name: [] for name in classes}
+    for name, path, _ in kept.values():
+        by_class[name].append(path)
+    return {name: sorted(paths) for name, paths in by_class.items()}
+
+
+def _search(name, folder: Path, real: Path, via_link: bool, searched, found, links, problems, rel) -> None:
+    """Every image file under `folder` without following links (they are queued in `links`)."""
+    searched.add(real)
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith("."):
+            continue
+        if p.is_symlink():
+            links.append((name, p))
+        elif p.is_dir():
+            _search(name, p, p.resolve(), via_link, searched, found, links, problems, rel)
+        elif p.is_file() and _is_image(p, problems, rel):
+            found.append((name, p, p.resolve(), via_link))
+
+
+def _is_image(path: Path, problems: list[str], rel) -> bool:
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return True
+    problems.append(f"not an image type imgpipe reads, ignored: {rel(path)}")
+    return False
+
+
+def _folder_link_problem(target: Path, root: Path, classes: dict[str, Path]) -> str | None:
+    """Why a link to the folder `target` must not be followed, or None."""
+    if not target.is_relative_to(root):
+        return "a link to a folder outside the dataset folder, left out"
+    if root.is_relative_to(target):
+        return "a link back to the dataset folder, ignored (each image counts once)"
+    for name, folder in classes.items():
+        if target.is_relative_to(folder) or folder.is_relative_to(target):
+            return f"a link into the folder of class '{name}', ignored (each image counts once, in one class)"
+    return None
 
 
 def _choose_labels(root: Path, files_by_class: dict[str, list[Path]], allowed: list[str] | None) -> list[str]:
@@ -245,6 +331,11 @@ def _decode_all(paths: list[Path], image_size: int):
 def _decode_one(path: Path, image_size: int):
     try:
         data = path.read_bytes()
+    except PermissionError:
+        raise  # not a broken photo but a permission the user can fix: the build stops with one line naming it
+    except OSError as e:
+        return None, None, unreadable_reason(e)
+    try:
         sha = hashlib.sha256(data).hexdigest()
         return decode_image_bytes(data, image_size), sha, None
     except Exception as e:  # PIL raises many types for broken files; each is a problem to report, not a crash

@@ -85,8 +85,9 @@ def embedded_dataset(cache_root: Path) -> Path:
     try:
         generate_dataset(tmp, per_class=EMBEDDED_PER_CLASS)
         tmp.rename(root)
-    except OSError:  # another build generated it at the same time
-        shutil.rmtree(tmp, ignore_errors=True)
+    except OSError:
+        if not root.is_dir():  # a full disk, not another build that generated it at the same time
+            raise
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # no half-generated dataset is left in the cache
     return root

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..config import PruneConfig
 from ..core.preprocessing import Preprocessing
-from ..core.tf_runtime import load_tensorflow
+from ..core.tf_runtime import load_tensorflow, seed_everything
 from ..data.dataset import SplitData
 from ..data.sampling import spread_evenly
 from .keras_tools import (
@@ -57,7 +57,7 @@ def prune_model(model, data: SplitData, preprocessing: Preprocessing, config: Pr
     require_train_images(data, "pruning")
     _, keras = load_tensorflow()
     sparsity = tfmot().sparsity.keras
-    keras.utils.set_random_seed(config.seed)
+    seed_everything(config.seed)
     steps_per_epoch = math.ceil(len(data.train.images) / config.batch_size)
     schedule = pruning_schedule(config.target_sparsity, config.epochs * steps_per_epoch)
     work = trainable_copy(model)

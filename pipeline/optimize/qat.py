@@ -16,7 +16,7 @@ import numpy as np
 
 from ..config import QatConfig
 from ..core.preprocessing import Preprocessing
-from ..core.tf_runtime import load_tensorflow
+from ..core.tf_runtime import load_tensorflow, seed_everything
 from ..data.dataset import SplitData
 from ..data.sampling import spread_evenly
 from .keras_tools import (
@@ -53,7 +53,7 @@ def qat_model(model, data: SplitData, preprocessing: Preprocessing, config: QatC
     require_train_images(data, "QAT")
     _, keras = load_tensorflow()
     quantization = tfmot().quantization.keras
-    keras.utils.set_random_seed(config.seed)
+    seed_everything(config.seed)
     registry = quantization.default_8bit.Default8BitQuantizeScheme().get_quantize_registry()
     work = trainable_copy(model)
     set_batchnorm_trainable(work, False)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..config import BackboneSpec, TrainConfig
 from ..core.preprocessing import Preprocessing
-from ..core.tf_runtime import load_tensorflow
+from ..core.tf_runtime import load_tensorflow, seed_everything
 from ..data.dataset import SplitData
 from .features import cached_features, model_key
 from .fit import epoch_callbacks, fit_images, plain_history
@@ -40,7 +40,8 @@ def train_classifier(
     log_dir: Path,
 ) -> TrainResult:
     _, keras = load_tensorflow()
-    keras.utils.set_random_seed(config.seed)
+    keras.backend.clear_session()  # fresh layer names: a second build in one process names its layers the same way
+    seed_everything(config.seed)
     model = build_classifier(spec, num_classes, dropout=config.dropout)
     result = TrainResult(model)
     if spec.pretrained:

@@ -9,6 +9,7 @@ layer names, and file names are only a hint.
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import replace
 from functools import lru_cache
@@ -55,6 +56,8 @@ def weight_shapes(path: Path) -> tuple[tuple[int, ...], ...]:
     """Every weight's shape in the file's layer order: the order Keras loads them in."""
     import h5py
 
+    if not os.access(path, os.R_OK):  # h5py words a permission as "unable to open file"
+        raise WeightsError(f"--weights {path}: permission denied; fix its permissions (chmod/chown)")
     try:
         with h5py.File(path, "r") as f:
             group = f["model_weights"] if "model_weights" in f else f
