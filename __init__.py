@@ -10,7 +10,16 @@
 `pipeline/build.py`, `imgpipe.exporters.tflite.export` is `exporters/tflite/export.py`.
 """
 
-from .pipeline.core.version import __version__
+
+def __getattr__(name: str):
+    """`imgpipe.__version__`, imported when asked for: pytest imports this file as a stand-alone module when it
+    collects the tests beside it, under the checkout folder's name, and a module-level relative import would fail
+    there (the folder name can be anything, "imgpipe-main" included)."""
+    if name == "__version__":
+        from .pipeline.core.version import __version__
+
+        return __version__
+    raise AttributeError(f"module 'imgpipe' has no attribute {name!r}")
 
 
 def build(**options):

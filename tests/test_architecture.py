@@ -124,3 +124,10 @@ def test_every_format_package_is_a_format_module():
         module = spec.load()
         assert all(callable(getattr(module, name, None)) for name in required), spec.name
         assert (ROOT / "exporters" / spec.name / "__init__.py").is_file()
+
+
+def test_the_package_root_imports_nothing_when_loaded():
+    """pytest loads the root __init__.py as a stand-alone module named after the checkout folder (any name, dashes
+    included) while collecting tests/; a module-level relative import there would break every test."""
+    tree = ast.parse((ROOT / "__init__.py").read_text())
+    assert not [node for node in tree.body if isinstance(node, ast.Import | ast.ImportFrom)]

@@ -7,6 +7,7 @@ CVPixelBuffer and reads `classLabel` / `classLabelProbs`, the names Xcode's gene
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,7 @@ def export(ctx: ExportContext, variant: str, dest: Path) -> Artifact:
     _name_outputs(ct, spec)
     _describe(spec, ctx, variant)
     final = ct.models.MLModel(spec, weights_dir=mlmodel.weights_dir, skip_model_load=True)
-    replace_tree_atomic(Path(dest), lambda staged: final.save(str(staged)))
+    replace_tree_atomic(Path(dest), lambda staged: save_reproducibly(final, staged))
     return Artifact(
         format="coreml",
         variant=variant,
@@ -58,6 +59,28 @@ def export(ctx: ExportContext, variant: str, dest: Path) -> Artifact:
             "head_weights_max_abs_diff": head_weights_diff(ctx.model, Path(dest)),
         },
     )
+
+
+def save_reproducibly(mlmodel, path: Path) -> None:
+    """Save the package so that its bytes depend on the model only. coremltools writes its spec in protobuf's map
+    order, which follows Python's per-process string hashing, and names the package's two items with random
+    UUIDs: two identical builds gave different model.mlmodel and Manifest.json files (and ios.zip, SHA256SUMS)."""
+    from coremltools.proto import Model_pb2
+
+    mlmodel.save(str(path))
+    spec_file = path / "Data" / "com.apple.CoreML" / "model.mlmodel"
+    spec = Model_pb2.Model()
+    spec.ParseFromString(spec_file.read_bytes())
+    spec_file.write_bytes(spec.SerializeToString(deterministic=True))
+    manifest_file = path / "Manifest.json"
+    manifest = json.loads(manifest_file.read_text())
+    ids = {
+        old: str(uuid.uuid5(uuid.NAMESPACE_URL, f"imgpipe:{item['path']}"))
+        for old, item in manifest["itemInfoEntries"].items()
+    }
+    manifest["itemInfoEntries"] = {ids[old]: item for old, item in manifest["itemInfoEntries"].items()}
+    manifest["rootModelIdentifier"] = ids[manifest["rootModelIdentifier"]]
+    manifest_file.write_text(json.dumps(manifest, indent=4, sort_keys=True))
 
 
 def _base_program(ct, ctx: ExportContext, precision: str):
