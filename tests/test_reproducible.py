@@ -21,21 +21,14 @@ VOLATILE_MANIFEST_FIELDS = {
     "created",
     "timings",
     "training.features_computed",  # the first build computed the features, the second read them from the cache
-    "artifacts[].metrics.latency_ms_p50",
-    "artifacts[].metrics.latency_ms_p95",
+    *(
+        f"{where}[].metrics.{timing}"
+        for where in ("artifacts", "rejected")
+        for timing in ("latency_ms_p50", "latency_ms_p95", "latency_ms_p10", "latency_cpu_ms_p50")
+    ),
     "artifacts[].details.convert_seconds",
-    "rejected[].metrics.latency_ms_p50",
-    "rejected[].metrics.latency_ms_p95",
     "rejected[].details.convert_seconds",
 }
-
-
-def coreml_is_reproducible() -> bool:
-    """coremltools writes its spec in hash-seed order and names package items with random UUIDs; the Core ML
-    exporter makes them reproducible once it saves through `save_reproducibly`."""
-    from imgpipe.exporters.coreml import export as coreml_export
-
-    return hasattr(coreml_export, "save_reproducibly")
 
 
 def files(folder: Path) -> dict[str, bytes]:
@@ -62,12 +55,11 @@ def test_the_same_inputs_seed_and_cache_give_the_same_artifact_bytes(built_twice
     first, second = (files(folder / "bundle") for folder in built_twice)
     assert set(first) == set(second)
     allowed = {"manifest.json", "SHA256SUMS"}
-    if not coreml_is_reproducible():
-        allowed |= {"ios.zip"} | {rel for rel in first if rel.startswith("ios/") and rel.endswith(".mlmodel")}
-        allowed |= {rel for rel in first if rel.startswith("ios/") and rel.endswith("Manifest.json")}
     differ = {rel for rel in first if first[rel] != second[rel]}
     assert differ <= allowed, f"differ between identical builds: {sorted(differ - allowed)}"
-    assert {"android/model.tflite", "android/model_int8.tflite", "onnx/model.onnx", "android.zip"} <= set(first)
+    assert {"android/model.tflite", "android/model_int8.tflite", "onnx/model.onnx", "android.zip", "ios.zip"} <= set(
+        first
+    )
     sums = [{line.split("  ", 1)[1]: line for line in b["SHA256SUMS"].decode().splitlines()} for b in (first, second)]
     assert {rel for rel in sums[0] if sums[0][rel] != sums[1][rel]} <= allowed
 
@@ -75,8 +67,6 @@ def test_the_same_inputs_seed_and_cache_give_the_same_artifact_bytes(built_twice
 def test_only_measured_manifest_fields_differ(built_twice):
     first, second = (json.loads((folder / "bundle" / "manifest.json").read_text()) for folder in built_twice)
     differ = differing_fields(first, second)
-    if not coreml_is_reproducible():
-        differ -= {"artifacts[].sha256", "artifacts[].gzip_bytes", "artifacts[].bytes"}
     unexpected = {f for f in differ if not any(f == v or f.startswith(v + ".") for v in VOLATILE_MANIFEST_FIELDS)}
     assert not unexpected, sorted(unexpected)
     assert first["training"]["deterministic"] is True
