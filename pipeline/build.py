@@ -7,7 +7,8 @@ written into a staging folder and published in one step at the end, so a failed 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +21,13 @@ from .bundle.manifest import artifact_entry, build_manifest, write_manifest
 from .bundle.readmes import write_platform_readmes
 from .bundle.staging import Staging, remove_stale_staging
 from .config import BuildConfig
-from .core.console import stage
+from .core.console import native_output, progress_bar, stage
 from .core.files import tree_sha256
 from .core.preprocessing import Preprocessing
 from .data.dataset import DatasetIndex, LabelledImages, scan_dataset, write_split_file
 from .data.sampling import spread_evenly
 from .data.synthetic import EMBEDDED_VERSION, embedded_dataset
+from .history import record_build
 from .plan import PlannedArtifact, plan_artifacts
 from .reports.html import write_html_report
 from .reports.markdown import write_markdown_report
@@ -67,6 +69,13 @@ class BuildResult:
     out: Path
     manifest: dict
     artifacts: list[ArtifactResult]
+    seconds: float | None = None  # the whole build, wall clock
+    # Test photos (paths, sha256, labels) and each model's predicted label per photo: what the history compares.
+    test_predictions: dict | None = None
+    build_id: int | None = None  # in the build history, when recorded
+    history: Path | None = None
+    versus: dict | None = None  # differences from the last build into the same folder (history.compare)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def bundle(self) -> Path:
@@ -83,6 +92,7 @@ class BuildResult:
 
 def run_build(config: BuildConfig) -> BuildResult:
     """Build, verify and publish. Raises ImgpipeError subclasses for anything the user can fix."""
+    started = time.perf_counter()
     config.validate()
     plan = plan_artifacts(config)
     config.backbone = resolve_backbone(config.backbone)  # a weights file that does not fit fails here, not later
@@ -129,7 +139,11 @@ def run_build(config: BuildConfig) -> BuildResult:
             timings,
         )
         memos = {name: {} for name in models}  # conversions the exports of one model share
-        verifications = [maker.make(item, models[item.source], memos[item.source]) for item in plan]
+        verifications = []
+        with progress_bar("artifacts", len(plan), "artifact") as advance:
+            for item in plan:
+                verifications.append(maker.make(item, models[item.source], memos[item.source]))
+                advance(1, item.name)
         judged = [(v, judge(v, config.gates)) for v in verifications]
         for v, gates in judged:
             if not gates.passed:
@@ -150,7 +164,11 @@ def run_build(config: BuildConfig) -> BuildResult:
         )
         _write_bundle_files(staging, index, manifest)
         staging.publish()
-    return BuildResult(config.out, manifest, [_result(e, config.out / BUNDLE_DIR) for e in _all_entries(manifest)])
+    result = BuildResult(config.out, manifest, [_result(e, config.out / BUNDLE_DIR) for e in _all_entries(manifest)])
+    result.test_predictions = _test_predictions(index, references["float"], verifications)
+    result.seconds = time.perf_counter() - started
+    record_build(config, result)  # the build history (and MLflow when asked); never fails the build
+    return result
 
 
 @dataclass
@@ -181,7 +199,7 @@ class _ArtifactMaker:
         )
         ctx.workdir.mkdir(parents=True, exist_ok=True)
         dest = artifact_path(self.staging.bundle, spec, item.variant, item.source, self.config.metadata.name)
-        with stage(f"export {item.name}", self.timings):
+        with stage(f"export {item.name}", self.timings), native_output(f"export {item.name}"):
             artifact: Artifact = spec.load().export(ctx, item.variant, dest)
         with stage(f"verify {item.name}", self.timings):
             return verify_artifact(
@@ -193,6 +211,18 @@ class _ArtifactMaker:
                 self.references[item.source],
                 self.config.latency,
             )
+
+
+def _test_predictions(index: DatasetIndex, reference: Reference, verifications: list[Verification]) -> dict:
+    photos = [e for e in index.entries if e.split == "test"]  # the order of index.split("test")
+    predicted = {reference.name: reference.probs.argmax(1).tolist()}
+    predicted.update({v.artifact.name: v.predictions for v in verifications if v.predictions is not None})
+    return {
+        "paths": [e.relpath for e in photos],
+        "sha256": [e.sha256 for e in photos],
+        "labels": [e.label for e in photos],
+        "predicted": predicted,
+    }
 
 
 def _reference(name: str, model, test: LabelledImages, preprocessing: Preprocessing, labels) -> Reference:
@@ -223,6 +253,8 @@ def _public_config(config: BuildConfig, dataset: Path) -> dict:
     public["out"] = "."
     public["dataset"] = _dataset_name(config, dataset)
     public["cache_dir"] = None
+    public["history"] = None
+    public["mlflow_uri"] = None  # may carry credentials
     weights = config.backbone.weights_file
     if weights is not None:
         public["backbone"]["weights"] = weights.name

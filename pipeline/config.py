@@ -69,7 +69,7 @@ class BackboneSpec:
     arch: str = setting("mobilenet_v2", "backbone architecture", option="arch", choices=ARCHITECTURES)
     alpha: float | None = setting(
         None,
-        f"width multiplier (default: the one the --weights file was made for, else {DEFAULT_ALPHA:g})",
+        f"width multiplier (default: the width the --weights file was made for, else {DEFAULT_ALPHA:.1f})",
         option="alpha",
         range=POSITIVE,
     )
@@ -256,9 +256,7 @@ class BuildConfig:
         "folder with one sub-folder of images per class (default: the embedded generated dataset)",
         option="dataset",
     )
-    targets: list[str] = setting(
-        list, "formats to export, each with its default variant (default: every format)", option="targets"
-    )
+    targets: list[str] = setting(list, "formats to export, each with its default variant", option="targets")
     variants: dict[str, list[str]] = setting(dict, "variants per format, e.g. tflite:fp32,int8", option="variants")
     optimize: list[str] = setting(
         list, "model-level optimizations whose models are exported too", option="optimize", choices=OPTIMIZATIONS
@@ -271,6 +269,14 @@ class BuildConfig:
     allow_failures: bool = setting(
         False, "exit 0 even when an artifact fails a gate (it is still left out)", option="allow_failures"
     )
+    history: Path | None = setting(None, "build history database (default: CACHE_DIR/history.sqlite)", option="history")
+    record_history: bool = setting(True, "record the build in the history database", option="record_history")
+    mlflow_uri: str | None = setting(
+        None,
+        "also log the build to this MLflow tracking URI, e.g. http://mlflow:5000 (needs pip install 'imgpipe[mlflow]')",
+        option="mlflow_uri",
+    )
+    mlflow_experiment: str = setting("imgpipe", "MLflow experiment the build's run goes to", option="mlflow_experiment")
     backbone: BackboneSpec = field(default_factory=BackboneSpec)
     train: TrainConfig = field(default_factory=TrainConfig)
     split: SplitFractions = field(default_factory=SplitFractions)
@@ -292,6 +298,14 @@ class BuildConfig:
         self.backbone.check()
         self.split.check()
         self.gates.check()
+        if self.mlflow_uri:
+            import importlib.util
+
+            if importlib.util.find_spec("mlflow") is None:
+                raise ConfigError(
+                    f"--mlflow-uri {self.mlflow_uri}: MLflow is not installed; pip install 'imgpipe[mlflow]' "
+                    "(or leave out --mlflow-uri)"
+                )
 
     def to_dict(self) -> dict:
         return _jsonable(asdict(self))

@@ -26,7 +26,7 @@ from .config import (
 from .core.errors import ConfigError
 from .plan import parse_variant_specs
 
-PATH_OPTIONS = ("dataset", "out", "cache_dir")
+PATH_OPTIONS = ("dataset", "out", "cache_dir", "history")
 TOP_LEVEL = tuple(f.name for f in dataclasses.fields(BuildConfig) if f.name not in (*SECTIONS, "gates"))
 
 
@@ -35,11 +35,17 @@ def make_config(options: dict | None = None, config_file: Path | None = None) ->
     options = {k: v for k, v in (options or {}).items() if v is not None}
     file_data = load_config_file(config_file) if config_file else {}
     config = BuildConfig()
-    if "dataset" not in options and "dataset" not in file_data:
+    embedded = "dataset" not in options and "dataset" not in file_data
+    if embedded:
         config.backbone, config.train = EMBEDDED_BACKBONE, EMBEDDED_TRAINING
     if file_data:
         apply_config_file(config, file_data, config_file)
-    return apply_options(config, options)
+    config = apply_options(config, options)
+    given = set(options) | set(file_data.get("backbone", {}))
+    if embedded and "weights" in given and "alpha" not in given:
+        # The quick recipe's width is for its random initialisation; weights decide their own width.
+        config.backbone = dataclasses.replace(config.backbone, alpha=None)
+    return config
 
 
 def option_names() -> dict[str, tuple[str | None, dataclasses.Field]]:
@@ -127,7 +133,7 @@ def _set_top_level(config: BuildConfig, key: str, value, base: Path | None) -> N
         )
     elif key in ("targets", "optimize"):
         setattr(config, key, list(dict.fromkeys(value)))
-    elif key == "allow_failures":
-        config.allow_failures = bool(value)
+    elif key in ("allow_failures", "record_history"):
+        setattr(config, key, bool(value))
     else:
         setattr(config, key, value)

@@ -49,7 +49,6 @@ def train_classifier(
             _fine_tune(model, config, data, preprocessing, log_dir, result, trainable_top=config.fine_tune_layers)
     else:
         _set_batchnorm_momentum(model, 0.9)  # Keras' 0.999 leaves BN statistics stale in short from-scratch runs
-        log.info("weights none: training every layer from random initialisation")
         _fine_tune(model, config, data, preprocessing, log_dir, result, trainable_top=None)
     return result
 
@@ -110,9 +109,10 @@ def _fine_tune(model, config: TrainConfig, data: SplitData, preprocessing, log_d
     epochs = config.epochs if trainable_top is None else config.fine_tune_epochs
     lr = config.learning_rate if trainable_top is None else config.fine_tune_learning_rate
     has_val = len(data.val) > 0
+    what = "training every layer from random initialisation" if trainable_top is None else "fine-tuning"
     log.info(
-        f"{phase.replace('_', '-')}: {sum(layer.trainable for layer in layers)} trainable layers, "
-        f"up to {epochs} epochs on {len(data.train)} images" + (" with augmentation" if config.augment else "")
+        f"{what}: {sum(layer.trainable for layer in layers)} trainable layers, up to {epochs} epochs on "
+        f"{len(data.train)} images" + (" with augmentation" if config.augment else "")
     )
     start = time.perf_counter()
     # From scratch, val loss swings wildly while BatchNorm statistics settle: no early stop in the first half.

@@ -8,6 +8,7 @@ layer names, and file names are only a hint.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from dataclasses import replace
@@ -20,23 +21,35 @@ from ..core.tf_runtime import load_tensorflow
 from .model import backbone_model, build_backbone
 
 SKELETON_SIZE = 96  # shapes of convolution weights do not depend on the input size
+log = logging.getLogger(__name__)
 
 
 def resolve_backbone(spec: BackboneSpec) -> BackboneSpec:
     """`spec` with its width multiplier decided (the one the weights file was made for, else DEFAULT_ALPHA) and its
-    weights known to load: a file that does not fit, or ImageNet weights that cannot be downloaded, fail here."""
+    weights known to load: a file that does not fit, or ImageNet weights that cannot be downloaded, fail here.
+    The console says which width was chosen and why."""
     if spec.weights_file is None:
+        why = "given" if spec.alpha is not None else "the default width, --alpha to change"
         spec = spec if spec.alpha is not None else replace(spec, alpha=DEFAULT_ALPHA)
         if spec.weights == "imagenet":
             _fetch_imagenet(spec)
-        return spec
-    if spec.alpha is None:
+    elif spec.alpha is None:
         found = identify(spec.weights_file, prefer=spec.arch)
         if found is None or found[0] != spec.arch:
             _raise_misfit(spec, found)
-        return replace(spec, alpha=found[1])
-    check_weights_fit(spec)
+        spec, why = replace(spec, alpha=found[1]), f"the width {spec.weights_file.name} was made for"
+    else:
+        check_weights_fit(spec)
+        why = "given; the weights file fits it"
+    log.info(f"backbone: {describe_backbone(spec)} (alpha {spec.alpha:g}: {why})")
     return spec
+
+
+def describe_backbone(spec: BackboneSpec) -> str:
+    weights = {"imagenet": "ImageNet weights", "none": "random initialisation"}.get(
+        spec.weights, f"weights {Path(spec.weights).name}"
+    )
+    return f"{spec.arch} alpha {spec.alpha:g}, {spec.image_size} px, {weights}"
 
 
 def _fetch_imagenet(spec: BackboneSpec) -> None:

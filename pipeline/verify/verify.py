@@ -18,6 +18,7 @@ import numpy as np
 from ...exporters.base import Artifact, Runner
 from ...exporters.registry import FORMATS, Parity, open_runner
 from ..config import LatencyConfig
+from ..core.console import progress_bar
 from .metrics import agreement_metrics, classification_metrics
 
 BATCH = 32
@@ -44,6 +45,7 @@ class Verification:
     unavailable_reason: str | None = None
     structural_checks: dict[str, bool] = field(default_factory=dict)
     parity: dict | None = None  # reference, measured values, tolerance, passed
+    predictions: list[int] | None = None  # predicted label per test image, when the runtime could predict
 
     @property
     def structure_ok(self) -> bool:
@@ -77,7 +79,7 @@ def verify_artifact(
     metrics.update(measure_latency(runner, images[:1], latency))
     parity = FORMATS[artifact.format].variant(artifact.variant).parity
     judged = None if parity is None or source_reference is None else judge_parity(probs, source_reference, parity)
-    return Verification(artifact, metrics, runner.runtime, None, checks, judged)
+    return Verification(artifact, metrics, runner.runtime, None, checks, judged, probs.argmax(1).tolist())
 
 
 def judge_parity(probs: np.ndarray, reference: Reference, tolerance: Parity) -> dict:
@@ -93,7 +95,13 @@ def judge_parity(probs: np.ndarray, reference: Reference, tolerance: Parity) -> 
 
 
 def predict_batched(runner: Runner, images: np.ndarray, batch_size: int = BATCH) -> np.ndarray:
-    return np.concatenate([runner.predict(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
+    """The runner's probabilities for every image, a batch at a time, with a progress bar on a terminal."""
+    parts = []
+    with progress_bar("predicting", len(images)) as advance:
+        for i in range(0, len(images), batch_size):
+            parts.append(runner.predict(images[i : i + batch_size]))
+            advance(len(parts[-1]))
+    return np.concatenate(parts)
 
 
 def measure_latency(runner: Runner, one_image: np.ndarray, config: LatencyConfig) -> dict:
