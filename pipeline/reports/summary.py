@@ -30,8 +30,11 @@ def recommend(manifest: dict) -> dict[str, dict]:
             pick = min(measured, key=lambda a: (a["bytes"], a["metrics"].get("latency_ms_p50") or 0))
             budget = _accuracy_budget(pick)
             largest = max(measured, key=lambda a: a["bytes"])
-            why = f"the smallest of {len(measured)} {spec.name} artifact(s) that passed the gates" + (
-                f" (accuracy within {budget} of the float model)" if budget else ""
+            within = f" (accuracy within {budget} of the float model)" if budget else ""
+            why = (
+                f"the smallest of the {len(measured)} {spec.name} artifacts that passed the gates{within}"
+                if len(measured) > 1
+                else f"the only {spec.name} artifact measured; it passed the gates{within}"
             )
             if pick is not largest and pick["bytes"]:
                 why += f"; {largest['bytes'] / pick['bytes']:.1f}x smaller than {artifact_name(largest)}"
@@ -40,7 +43,7 @@ def recommend(manifest: dict) -> dict[str, dict]:
             pick = (default or sorted(published, key=lambda a: a["bytes"]))[0]
             checks = pick.get("structural_checks") or {}
             why = (
-                f"accuracy not measured here ({pick.get('metrics_unavailable_reason', 'no runtime')}); "
+                f"accuracy not measured here: {pick.get('metrics_unavailable_reason', 'no runtime')}; "
                 f"{sum(checks.values())}/{len(checks)} structural checks passed"
             )
         picks[folder] = {
@@ -106,7 +109,7 @@ def format_summary(summary: dict) -> list[str]:
                 if pick["accuracy"] is not None
                 else ""
             )
-            lines.append(f"  {pick['platform']:<{width}}  {pick['file']} ({_size(pick['bytes'])}{accuracy})")
+            lines.append(f"  {pick['platform']:<{width}}  {pick['file']} ({format_size(pick['bytes'])}{accuracy})")
             lines.append(f"  {'':<{width}}  why: {pick['why']}")
         lines.append("  Labels and an integration snippet sit beside each file (labels.txt, README.md).")
     if summary["rejected"]:
@@ -124,7 +127,7 @@ def _shown(path: Path) -> str:
     return str(path) if relative.startswith("..") else relative
 
 
-def _size(value: int | None) -> str:
+def format_size(value: int | None) -> str:
     if value is None:
         return "?"
     return f"{value / 1e6:.2f} MB" if value >= 1e5 else f"{value / 1e3:.1f} kB"
