@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from ..pipeline.core.console import setup_console
+from ..pipeline.core.console import echo, setup_console
 from .markdown import render_markdown
 from .suite import PROFILES, RESULTS_DIR, cases_from_environment, run_suite
 
@@ -20,11 +20,11 @@ def main(argv: list[str] | None = None) -> int:
     setup_console()
     cases, notices = cases_from_environment()
     for notice in notices:
-        print(f"imgpipe bench: {notice}", file=sys.stderr)
+        echo(f"imgpipe bench: {notice}", err=True)
     suite = run_suite(args.profile, cases, notices, args.results)
     markdown = render_markdown(suite)
     (args.results / "report.md").write_text(markdown)
-    print(markdown)
+    echo(markdown)
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
         with open(summary, "a") as f:

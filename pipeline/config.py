@@ -112,6 +112,13 @@ class TrainConfig:
     batch_size: int = setting(32, "training batch size", option="batch_size", range=Range(1, 4096))
     learning_rate: float = setting(1e-3, "head learning rate", option="learning_rate", range=Range(0, 1, low_open=True))
     patience: int = setting(6, "epochs without val-loss improvement before early stopping", range=AT_LEAST_ONE)
+    decay_epochs: int = setting(
+        0,
+        "last training epochs over which the learning rate falls (cosine) to 5%% of --learning-rate; 0: constant "
+        "(training from random initialisation only)",
+        option="decay_epochs",
+        range=Range(0),
+    )
     dropout: float = setting(0.2, "dropout before the classification layer", range=Range(0, 1, high_open=True))
     fine_tune_epochs: int = setting(
         0,
@@ -311,8 +318,8 @@ class BuildConfig:
         return _jsonable(asdict(self))
 
 
-EMBEDDED_BACKBONE = BackboneSpec(arch="mobilenet_v2", alpha=0.35, image_size=96, weights="none")
-EMBEDDED_TRAINING = TrainConfig(epochs=50, learning_rate=2e-3, patience=8, augment=True)
+EMBEDDED_BACKBONE = BackboneSpec(arch="mobilenet_v3_small", alpha=0.75, image_size=96, weights="none")
+EMBEDDED_TRAINING = TrainConfig(epochs=20, learning_rate=4e-3, patience=8, decay_epochs=6, augment=True)
 
 _TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
 

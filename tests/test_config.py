@@ -174,7 +174,7 @@ def test_imagenet_weights_take_width_1_and_say_so(monkeypatch, caplog):
     with caplog.at_level(logging.INFO, logger="imgpipe"):
         spec = weights.resolve_backbone(BackboneSpec(weights="imagenet"))
     assert spec.alpha == 1.0
-    assert "backbone: mobilenet_v2 alpha 1, 224 px, ImageNet weights (alpha 1: the default width" in caplog.text
+    assert "backbone: mobilenet_v2 alpha 1.0, 224 px, ImageNet weights (alpha 1.0: the default width" in caplog.text
 
 
 def test_weights_on_the_embedded_dataset_decide_their_own_width():

@@ -139,6 +139,8 @@ def _cmd_build(args) -> int:
     manifest = result.manifest
     summary = build_summary(manifest, result.out, result.seconds)
     versus = format_versus(result.versus) if result.versus else []
+    if result.build_id is not None:
+        versus.append(f"History: build #{result.build_id} (imgpipe history; imgpipe compare A B)")
     if args.json:
         echo(json.dumps(_build_json(result, summary), indent=2))
         for line in format_summary(summary) + versus:

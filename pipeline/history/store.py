@@ -277,12 +277,17 @@ class History:
         return record
 
     def previous(self, build_id: int) -> dict | None:
-        """The latest build before `build_id` into the same output folder: what "vs last build" compares with."""
-        row = self.db.execute(
-            "SELECT id FROM builds WHERE id < ? AND out = (SELECT out FROM builds WHERE id = ?) ORDER BY id DESC",
-            (build_id, build_id),
-        ).fetchone()
-        return None if row is None else self.get(row["id"])
+        """What "vs last build" compares with: the latest earlier build into the same output folder, else the
+        latest earlier build of the same dataset content."""
+        for column in ("out", "dataset_digest"):
+            row = self.db.execute(
+                f"SELECT id FROM builds WHERE id < ? AND {column} = (SELECT {column} FROM builds WHERE id = ?) "
+                "ORDER BY id DESC",
+                (build_id, build_id),
+            ).fetchone()
+            if row is not None:
+                return self.get(row["id"])
+        return None
 
     def find_bundle(self, bundle_sha256: str) -> dict | None:
         row = self.db.execute(

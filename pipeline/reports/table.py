@@ -54,6 +54,13 @@ def _gate(entry: dict) -> str:
     return "pass" + (f" ({', '.join(unmeasured)} not measured)" if unmeasured else "")
 
 
+def drop_empty_columns(rows: list[list[str]], columns=COLUMNS) -> tuple[list[list[str]], tuple[str, ...]]:
+    """The rows and columns without the columns that are empty (or n/a) in every row: a table of a bundle on new
+    photos has no gate or float-model column to show."""
+    keep = [i for i, _ in enumerate(columns) if i == 0 or any(row[i] not in ("", "n/a") for row in rows)]
+    return [[row[i] for i in keep] for row in rows], tuple(columns[i] for i in keep)
+
+
 def format_table(rows: list[list[str]], columns=COLUMNS) -> str:
     widths = [max(len(str(c)), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(columns)]
     line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731

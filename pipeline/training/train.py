@@ -16,7 +16,7 @@ from ..core.preprocessing import Preprocessing
 from ..core.tf_runtime import load_tensorflow
 from ..data.dataset import SplitData
 from .features import cached_features, model_key
-from .fit import epoch_callbacks, fit_images, plain_history
+from .fit import adam, epoch_callbacks, fit_images, plain_history
 from .model import OUTPUT_NAME, build_classifier, feature_extractor
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ def _train_head_on_features(model, spec, config, data, preprocessing, features_d
     head_dense = keras.layers.Dense(dense.units, activation="softmax", name=OUTPUT_NAME)
     head = keras.Model(features, head_dense(x))
     head.compile(
-        optimizer=keras.optimizers.Adam(config.learning_rate),
+        optimizer=adam(config.learning_rate),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
@@ -127,6 +127,7 @@ def _fine_tune(model, config: TrainConfig, data: SplitData, preprocessing, log_d
         seed=config.seed,
         epochs=epochs,
         callbacks=epoch_callbacks(phase, epochs, log_dir / phase, config.patience if has_val else None, warmup),
+        decay_epochs=config.decay_epochs if trainable_top is None else 0,
     )
     result.timings[phase] = time.perf_counter() - start
     result.history[phase] = history

@@ -41,7 +41,7 @@ def resolve_backbone(spec: BackboneSpec) -> BackboneSpec:
     else:
         check_weights_fit(spec)
         why = "given; the weights file fits it"
-    log.info(f"backbone: {describe_backbone(spec)} (alpha {spec.alpha:g}: {why})")
+    log.info(f"backbone: {describe_backbone(spec)} (alpha {_width(spec.alpha)}: {why})")
     return spec
 
 
@@ -49,7 +49,12 @@ def describe_backbone(spec: BackboneSpec) -> str:
     weights = {"imagenet": "ImageNet weights", "none": "random initialisation"}.get(
         spec.weights, f"weights {Path(spec.weights).name}"
     )
-    return f"{spec.arch} alpha {spec.alpha:g}, {spec.image_size} px, {weights}"
+    return f"{spec.arch} alpha {_width(spec.alpha)}, {spec.image_size} px, {weights}"
+
+
+def _width(alpha: float) -> str:
+    """1.0 rather than 1: widths are written with a decimal point everywhere else (help, Keras file names)."""
+    return f"{alpha:.1f}" if float(alpha).is_integer() else f"{alpha:g}"
 
 
 def _fetch_imagenet(spec: BackboneSpec) -> None:
