@@ -110,7 +110,12 @@ class TrainConfig:
         range=AT_LEAST_ONE,
     )
     batch_size: int = setting(32, "training batch size", option="batch_size", range=Range(1, 4096))
-    learning_rate: float = setting(1e-3, "head learning rate", option="learning_rate", range=Range(0, 1, low_open=True))
+    learning_rate: float = setting(
+        1e-3,
+        "learning rate of the head (of every layer with --weights none)",
+        option="learning_rate",
+        range=Range(0, 1, low_open=True),
+    )
     patience: int = setting(6, "epochs without val-loss improvement before early stopping", range=AT_LEAST_ONE)
     decay_epochs: int = setting(
         0,
@@ -319,7 +324,7 @@ class BuildConfig:
 
 
 EMBEDDED_BACKBONE = BackboneSpec(arch="mobilenet_v3_small", alpha=0.75, image_size=96, weights="none")
-EMBEDDED_TRAINING = TrainConfig(epochs=20, learning_rate=4e-3, patience=8, decay_epochs=6, augment=True)
+EMBEDDED_TRAINING = TrainConfig(epochs=20, batch_size=16, learning_rate=3e-3, patience=8, decay_epochs=5, augment=True)
 
 _TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
 

@@ -238,6 +238,23 @@ def test_a_gate_failure_exits_3_unless_failures_are_allowed(cli_build, monkeypat
     assert "failed a release gate" in capsys.readouterr().err
 
 
+def test_build_json_is_the_only_thing_on_stdout(cli_build, monkeypatch, capsys):
+    import imgpipe.pipeline.api as api
+    from imgpipe.pipeline.build import BuildResult, _result
+
+    manifest = _manifest(cli_build[1])
+    entries = manifest["artifacts"] + manifest["rejected"]
+    result = BuildResult(cli_build[1], manifest, [_result(e, cli_build[1] / "bundle") for e in entries], seconds=42.0)
+    monkeypatch.setattr(api, "build", lambda **_: result)
+    capsys.readouterr()
+    assert main(["build", "--dataset", "x", "--json"]) == 0
+    captured = capsys.readouterr()
+    data = json.loads(captured.out)
+    assert data["seconds"] == 42.0 and data["recommended"]["android"]["path"].startswith("android/")
+    assert {a["format"] for a in data["artifacts"]} == set(FORMATS)
+    assert "Drop into your app:" in captured.err, "the human summary still reaches the terminal, on stderr"
+
+
 def test_bad_dataset_is_one_line_error_without_traceback(tmp_path, capsys):
     (tmp_path / "data" / "only_one_class").mkdir(parents=True)
     code = main(["build", "--dataset", str(tmp_path / "data"), "--out", str(tmp_path / "out"), "--weights", "none"])
