@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from ..core.errors import ImgpipeError
 from ..core.version import __version__
 
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader went away
 log = logging.getLogger(__name__)
 
 
@@ -37,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print("imgpipe: interrupted; nothing was published", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `imgpipe history --json | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python exits
+        return EXIT_BROKEN_PIPE
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

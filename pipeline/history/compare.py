@@ -240,7 +240,8 @@ def _size_change(a, b) -> str:
         return ""
     if a == b:
         return "same"
-    return f"{(b - a) / 1e3:+.1f} kB ({100 * (b - a) / a:+.1f}%)" if a else f"{(b - a) / 1e3:+.1f} kB"
+    change = f"{b - a:+d} B" if abs(b - a) < 1000 else f"{(b - a) / 1e3:+.1f} kB"
+    return f"{change} ({100 * (b - a) / a:+.1f}%)" if a and abs(b - a) >= 1000 else change
 
 
 def _ms(v) -> str:

@@ -15,12 +15,12 @@ from .table import COLUMNS, artifact_name, artifact_rows, format_percent, unavai
 STYLE = """
 body{font-family:-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
 table{border-collapse:collapse;margin:0.5em 0 1.5em;font-size:13px;max-width:100%}
-th,td{border:1px solid #ccc;padding:4px 6px;text-align:right;overflow-wrap:anywhere}th{background:#f3f3f3}
-td:first-child,th:first-child,td.text,th.text{text-align:left}
+th,td{border:1px solid #ccc;padding:4px 6px;text-align:right}th{background:#f3f3f3}
+td:first-child,th:first-child,td.text,th.text{text-align:left}td.text{overflow-wrap:anywhere}
 tr.fail td{background:#fde8e8}
 .figs{display:flex;flex-wrap:wrap;gap:1em}.figs figure{margin:0;max-width:100%}
 img{max-width:100%;height:auto}
-figcaption{font-size:12px;color:#555;max-width:720px}code{background:#f3f3f3;padding:1px 4px;overflow-wrap:anywhere}
+figcaption{font-size:12px;color:#555;max-width:720px}code{background:#f3f3f3;padding:1px 4px}
 .note{font-size:13px;color:#555}
 .bar{background:#4e79a7;height:10px;display:inline-block;vertical-align:middle}
 """

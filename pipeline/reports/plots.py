@@ -166,7 +166,7 @@ def sizes_plot(entries: list[dict], numbers: dict[int, int] | None = None) -> by
     ax.invert_yaxis()
     ax.set_xlim(0, max(raw) * 1.2)
     ax.set_xlabel("MB")
-    ax.legend(loc="lower right", fontsize=7)
+    ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=2, fontsize=7, frameon=False)
     ax.grid(axis="x", alpha=0.3)
     return _png(fig, plt)
 
