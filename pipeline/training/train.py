@@ -111,7 +111,8 @@ def _fine_tune(model, config: TrainConfig, data: SplitData, preprocessing, log_d
     has_val = len(data.val) > 0
     what = "training every layer from random initialisation" if trainable_top is None else "fine-tuning"
     log.info(
-        f"{what}: {sum(layer.trainable for layer in layers)} trainable layers, up to {epochs} epochs on "
+        f"{what}: {sum(layer.trainable for layer in layers)} trainable layers, up to {epochs} epoch"
+        f"{'' if epochs == 1 else 's'} on "
         f"{len(data.train)} images" + (" with augmentation" if config.augment else "")
     )
     start = time.perf_counter()
