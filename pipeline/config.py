@@ -324,7 +324,7 @@ class BuildConfig:
 
 
 EMBEDDED_BACKBONE = BackboneSpec(arch="mobilenet_v3_small", alpha=0.75, image_size=96, weights="none")
-EMBEDDED_TRAINING = TrainConfig(epochs=20, batch_size=16, learning_rate=3e-3, patience=8, decay_epochs=5, augment=True)
+EMBEDDED_TRAINING = TrainConfig(epochs=16, batch_size=16, learning_rate=3e-3, patience=8, decay_epochs=4, augment=True)
 
 _TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
 

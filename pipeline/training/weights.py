@@ -29,7 +29,7 @@ def resolve_backbone(spec: BackboneSpec) -> BackboneSpec:
     weights known to load: a file that does not fit, or ImageNet weights that cannot be downloaded, fail here.
     The console says which width was chosen and why."""
     if spec.weights_file is None:
-        why = "given" if spec.alpha is not None else "the default width, --alpha to change"
+        why = "as set" if spec.alpha is not None else "the default width, --alpha to change"
         spec = spec if spec.alpha is not None else replace(spec, alpha=DEFAULT_ALPHA)
         if spec.weights == "imagenet":
             _fetch_imagenet(spec)
@@ -40,7 +40,7 @@ def resolve_backbone(spec: BackboneSpec) -> BackboneSpec:
         spec, why = replace(spec, alpha=found[1]), f"the width {spec.weights_file.name} was made for"
     else:
         check_weights_fit(spec)
-        why = "given; the weights file fits it"
+        why = "as set; the weights file fits it"
     log.info(f"backbone: {describe_backbone(spec)} (alpha {_width(spec.alpha)}: {why})")
     return spec
 
