@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from ..pipeline.core.console import setup_console
+from ..pipeline.core.console import echo, setup_console
 from .markdown import render_markdown, render_scale_markdown
 from .scale import run_scale
 from .suite import PROFILES, RESULTS_DIR, cases_from_environment, run_suite
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
         return _publish(markdown, args.results)
     cases, notices = cases_from_environment()
     for notice in notices:
-        print(f"imgpipe bench: {notice}", file=sys.stderr)
+        echo(f"imgpipe bench: {notice}", err=True)
     suite = run_suite(args.profile, cases, notices, args.results)
     return _publish(render_markdown(suite), args.results)
 
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
 def _publish(markdown: str, results: Path) -> int:
     """report.md, stdout, and the CI job summary when there is one."""
     (results / "report.md").write_text(markdown)
-    print(markdown)
+    echo(markdown)
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
         with open(summary, "a") as f:

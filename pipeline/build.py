@@ -12,7 +12,8 @@ import errno
 import logging
 import shutil
 import tempfile
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,13 +26,14 @@ from .bundle.manifest import artifact_entry, build_manifest, write_manifest
 from .bundle.readmes import write_platform_readmes
 from .bundle.staging import OutputFolder, Staging
 from .config import BuildConfig
-from .core.console import stage
+from .core.console import native_output, progress_bar, stage
 from .core.errors import ConfigError, filesystem_error
 from .core.files import prepare_folder, tree_sha256
 from .core.preprocessing import Preprocessing
 from .data.dataset import DatasetIndex, LabelledImages, scan_dataset, write_split_file
 from .data.sampling import spread_evenly
 from .data.synthetic import EMBEDDED_VERSION, embedded_dataset
+from .history import record_build
 from .plan import PlannedArtifact, plan_artifacts
 from .reports.html import write_html_report
 from .reports.markdown import write_markdown_report
@@ -74,6 +76,13 @@ class BuildResult:
     out: Path
     manifest: dict
     artifacts: list[ArtifactResult]
+    seconds: float | None = None  # the whole build, wall clock
+    # Test photos (paths, sha256, labels) and each model's predicted label per photo: what the history compares.
+    test_predictions: dict | None = None
+    build_id: int | None = None  # in the build history, when recorded
+    history: Path | None = None
+    versus: dict | None = None  # differences from the last build into the same folder (history.compare)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def bundle(self) -> Path:
@@ -131,6 +140,7 @@ def _blamed_folder(code: int, config: BuildConfig) -> Path:
 
 
 def _build(config: BuildConfig, plan: list[PlannedArtifact]) -> BuildResult:
+    started = time.perf_counter()
     config.backbone = resolve_backbone(config.backbone)  # a weights file that does not fit fails here, not later
     dataset = config.dataset or embedded_dataset(config.cache_dir)
     preprocessing = Preprocessing(config.backbone.image_size)
@@ -174,7 +184,11 @@ def _build(config: BuildConfig, plan: list[PlannedArtifact]) -> BuildResult:
             timings,
         )
         memos = {name: {} for name in models}  # conversions the exports of one model share
-        verifications = [maker.make(item, models[item.source], memos[item.source]) for item in plan]
+        verifications = []
+        with progress_bar("artifacts", len(plan), "artifact") as advance:
+            for item in plan:
+                verifications.append(maker.make(item, models[item.source], memos[item.source]))
+                advance(1, item.name)
         with stage("latency", timings):
             add_latencies(verifications, test.images[:1], config.latency)
         judged = [(v, judge(v, config.gates)) for v in verifications]
@@ -197,7 +211,11 @@ def _build(config: BuildConfig, plan: list[PlannedArtifact]) -> BuildResult:
         )
         _write_bundle_files(staging, index, manifest)
         staging.publish()
-    return BuildResult(config.out, manifest, [_result(e, config.out / BUNDLE_DIR) for e in _all_entries(manifest)])
+    result = BuildResult(config.out, manifest, [_result(e, config.out / BUNDLE_DIR) for e in _all_entries(manifest)])
+    result.test_predictions = _test_predictions(index, references["float"], verifications)
+    result.seconds = time.perf_counter() - started
+    record_build(config, result)  # the build history (and MLflow when asked); never fails the build
+    return result
 
 
 @dataclass
@@ -228,7 +246,7 @@ class _ArtifactMaker:
         )
         ctx.workdir.mkdir(parents=True, exist_ok=True)
         dest = artifact_path(self.staging.bundle, spec, item.variant, item.source, self.config.metadata.name)
-        with stage(f"export {item.name}", self.timings):
+        with stage(f"export {item.name}", self.timings), native_output(f"export {item.name}"):
             artifact: Artifact = spec.load().export(ctx, item.variant, dest)
         with stage(f"verify {item.name}", self.timings):
             return verify_artifact(
@@ -241,6 +259,18 @@ class _ArtifactMaker:
                 self.config.latency.threads,
                 self.config.export,
             )
+
+
+def _test_predictions(index: DatasetIndex, reference: Reference, verifications: list[Verification]) -> dict:
+    photos = [e for e in index.entries if e.split == "test"]  # the order of index.split("test")
+    predicted = {reference.name: reference.probs.argmax(1).tolist()}
+    predicted.update({v.artifact.name: v.predictions for v in verifications if v.predictions is not None})
+    return {
+        "paths": [e.relpath for e in photos],
+        "sha256": [e.sha256 for e in photos],
+        "labels": [e.label for e in photos],
+        "predicted": predicted,
+    }
 
 
 def _reference(name: str, model, test: LabelledImages, preprocessing: Preprocessing, labels) -> Reference:
@@ -275,6 +305,8 @@ def _public_config(config: BuildConfig, dataset: Path) -> dict:
     public["out"] = "."
     public["dataset"] = _dataset_name(config, dataset)
     public["cache_dir"] = None
+    public["history"] = None
+    public["mlflow_uri"] = None  # may carry credentials
     weights = config.backbone.weights_file
     if weights is not None:
         public["backbone"]["weights"] = weights.name

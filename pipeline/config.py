@@ -69,7 +69,7 @@ class BackboneSpec:
     arch: str = setting("mobilenet_v2", "backbone architecture", option="arch", choices=ARCHITECTURES)
     alpha: float | None = setting(
         None,
-        f"width multiplier (default: the one the --weights file was made for, else {DEFAULT_ALPHA:g})",
+        f"width multiplier (default: the width the --weights file was made for, else {DEFAULT_ALPHA:.1f})",
         option="alpha",
         range=POSITIVE,
     )
@@ -110,8 +110,20 @@ class TrainConfig:
         range=AT_LEAST_ONE,
     )
     batch_size: int = setting(32, "training batch size", option="batch_size", range=Range(1, 4096))
-    learning_rate: float = setting(1e-3, "head learning rate", option="learning_rate", range=Range(0, 1, low_open=True))
+    learning_rate: float = setting(
+        1e-3,
+        "learning rate of the head (of every layer with --weights none)",
+        option="learning_rate",
+        range=Range(0, 1, low_open=True),
+    )
     patience: int = setting(6, "epochs without val-loss improvement before early stopping", range=AT_LEAST_ONE)
+    decay_epochs: int = setting(
+        0,
+        "last training epochs over which the learning rate falls (cosine) to 5%% of --learning-rate; 0: constant "
+        "(training from random initialisation only)",
+        option="decay_epochs",
+        range=Range(0),
+    )
     dropout: float = setting(0.2, "dropout before the classification layer", range=Range(0, 1, high_open=True))
     fine_tune_epochs: int = setting(
         0,
@@ -260,9 +272,7 @@ class BuildConfig:
         "folder with one sub-folder of images per class (default: the embedded generated dataset)",
         option="dataset",
     )
-    targets: list[str] = setting(
-        list, "formats to export, each with its default variant (default: every format)", option="targets"
-    )
+    targets: list[str] = setting(list, "formats to export, each with its default variant", option="targets")
     variants: dict[str, list[str]] = setting(dict, "variants per format, e.g. tflite:fp32,int8", option="variants")
     optimize: list[str] = setting(
         list, "model-level optimizations whose models are exported too", option="optimize", choices=OPTIMIZATIONS
@@ -278,6 +288,14 @@ class BuildConfig:
     wait: bool = setting(
         False, "when another build is writing to OUT, wait for it to finish instead of stopping", option="wait"
     )
+    history: Path | None = setting(None, "build history database (default: CACHE_DIR/history.sqlite)", option="history")
+    record_history: bool = setting(True, "record the build in the history database", option="record_history")
+    mlflow_uri: str | None = setting(
+        None,
+        "also log the build to this MLflow tracking URI, e.g. http://mlflow:5000 (needs pip install 'imgpipe[mlflow]')",
+        option="mlflow_uri",
+    )
+    mlflow_experiment: str = setting("imgpipe", "MLflow experiment the build's run goes to", option="mlflow_experiment")
     backbone: BackboneSpec = field(default_factory=BackboneSpec)
     train: TrainConfig = field(default_factory=TrainConfig)
     split: SplitFractions = field(default_factory=SplitFractions)
@@ -299,13 +317,21 @@ class BuildConfig:
         self.backbone.check()
         self.split.check()
         self.gates.check()
+        if self.mlflow_uri:
+            import importlib.util
+
+            if importlib.util.find_spec("mlflow") is None:
+                raise ConfigError(
+                    f"--mlflow-uri {self.mlflow_uri}: MLflow is not installed; pip install 'imgpipe[mlflow]' "
+                    "(or leave out --mlflow-uri)"
+                )
 
     def to_dict(self) -> dict:
         return _jsonable(asdict(self))
 
 
-EMBEDDED_BACKBONE = BackboneSpec(arch="mobilenet_v2", alpha=0.35, image_size=96, weights="none")
-EMBEDDED_TRAINING = TrainConfig(epochs=50, learning_rate=2e-3, patience=8, augment=True)
+EMBEDDED_BACKBONE = BackboneSpec(arch="mobilenet_v3_small", alpha=0.75, image_size=96, weights="none")
+EMBEDDED_TRAINING = TrainConfig(epochs=16, batch_size=16, learning_rate=3e-3, patience=8, decay_epochs=4, augment=True)
 
 _TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
 

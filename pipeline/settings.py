@@ -26,7 +26,7 @@ from .config import (
 from .core.errors import ConfigError, filesystem_error
 from .plan import parse_variant_specs
 
-PATH_OPTIONS = ("dataset", "out", "cache_dir")
+PATH_OPTIONS = ("dataset", "out", "cache_dir", "history")
 TOP_LEVEL = tuple(f.name for f in dataclasses.fields(BuildConfig) if f.name not in (*SECTIONS, "gates"))
 
 
@@ -35,11 +35,17 @@ def make_config(options: dict | None = None, config_file: Path | None = None) ->
     options = {k: v for k, v in (options or {}).items() if v is not None}
     file_data = load_config_file(config_file) if config_file else {}
     config = BuildConfig()
-    if "dataset" not in options and "dataset" not in file_data:
+    embedded = "dataset" not in options and "dataset" not in file_data
+    if embedded:
         config.backbone, config.train = EMBEDDED_BACKBONE, EMBEDDED_TRAINING
     if file_data:
         apply_config_file(config, file_data, config_file)
-    return apply_options(config, options)
+    config = apply_options(config, options)
+    given = set(options) | set(file_data.get("backbone", {}))
+    if embedded and "weights" in given and "alpha" not in given:
+        # The quick recipe's width is for its random initialisation; weights decide their own width.
+        config.backbone = dataclasses.replace(config.backbone, alpha=None)
+    return config
 
 
 def option_names() -> dict[str, tuple[str | None, dataclasses.Field]]:
@@ -146,10 +152,15 @@ _TOP_LEVEL_TYPES = {
     "variants": ("variants", 'a table such as {tflite = ["fp32", "int8"]} or a list such as ["tflite:fp32,int8"]'),
     "allow_failures": ("bool", "true or false"),
     "wait": ("bool", "true or false"),
+    "record_history": ("bool", "true or false"),
+    "mlflow_uri": ("str", "a string"),
+    "mlflow_experiment": ("str", "a string"),
 }
 
 
 def _is(value, kind: str) -> bool:
+    if kind == "str":
+        return isinstance(value, str)
     if kind == "path":
         return isinstance(value, (str, Path))
     if kind == "bool":

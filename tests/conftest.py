@@ -6,8 +6,11 @@ Expensive things are made once per session and shared: the tiny trained model, e
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import replace
+import subprocess
+import sys
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -202,19 +205,71 @@ def cli_build_args(root: Path, weights: Path, out: Path) -> list[str]:
     ]
 
 
-@pytest.fixture(scope="session")
-def cli_build(tiny_backbone_weights, tmp_path_factory):
-    """One real `imgpipe build` through the command line, shared by every end-to-end test: pattern photos on disk,
-    the tiny backbone as weights file (width read from it), all three formats with int8 variants, a config file
-    whose gate rejects the ONNX int8 model. Returns (exit code, OUT, dataset folder)."""
-    from imgpipe.pipeline.commands.cli import main
+@dataclass
+class CliRun:
+    """A finished `imgpipe build` process: its exit code, folders and everything it printed."""
 
+    code: int
+    out: Path
+    data: Path
+    cache: Path
+    stdout: str
+    stderr: str
+    messages: list[str]  # every line imgpipe logged, as its logging handlers received them
+
+
+# `python -m imgpipe.pipeline.commands.cli` with one addition: imgpipe's own log records are also written to a
+# file, so a test can tell imgpipe's lines from anything else that reached the console.
+RECORDING_CLI = """
+import json, logging, sys
+from imgpipe.pipeline.commands.cli import main
+messages = []
+class Keep(logging.Handler):
+    def emit(self, record):
+        messages.append(record.getMessage())
+logging.getLogger("imgpipe").addHandler(Keep(logging.DEBUG))
+code = main(sys.argv[2:])
+with open(sys.argv[1], "w") as f:
+    json.dump(messages, f)
+sys.exit(code)
+"""
+
+
+def run_cli_process(args: list[str], root: Path, timeout: int = 1200) -> tuple[int, str, str, list[str]]:
+    """Run the command line in a fresh process as a user would (no TF_CPP_MIN_LOG_LEVEL, no pytest capture, a
+    cache of its own), returning (exit code, stdout, stderr, imgpipe's logged messages)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "TQDM_DISABLE")}
+    env["XDG_CACHE_HOME"] = str(root / "xdg-cache")
+    messages_file = root / "messages.json"
+    proc = subprocess.run(
+        [sys.executable, "-c", RECORDING_CLI, str(messages_file), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        cwd=root,
+    )
+    messages = json.loads(messages_file.read_text()) if messages_file.is_file() else []
+    return proc.returncode, proc.stdout, proc.stderr, messages
+
+
+@pytest.fixture(scope="session")
+def cli_build_run(tiny_backbone_weights, tmp_path_factory) -> CliRun:
+    """One real `imgpipe build`, run in its own process exactly as a user runs it, shared by every end-to-end
+    test: pattern photos on disk, the tiny backbone as weights file (width read from it), all three formats with
+    int8 variants, a config file whose gate rejects the ONNX int8 model. Its console output is kept."""
     root = tmp_path_factory.mktemp("cli-build")
     data = write_pattern_dataset(root / "data", n_per_class=16, seed=7)
     config = root / "imgpipe.toml"
     config.write_text('[gates."onnx:int8"]\nmax_bytes = 1000\n')
-    code = main(cli_build_args(root, tiny_backbone_weights, root / "out"))
-    return code, root / "out", data
+    code, stdout, stderr, messages = run_cli_process(cli_build_args(root, tiny_backbone_weights, root / "out"), root)
+    return CliRun(code, root / "out", data, root / "cache", stdout, stderr, messages)
+
+
+@pytest.fixture(scope="session")
+def cli_build(cli_build_run):
+    """(exit code, OUT, dataset folder) of the shared real build (see `cli_build_run`)."""
+    return cli_build_run.code, cli_build_run.out, cli_build_run.data
 
 
 @pytest.fixture(scope="session")

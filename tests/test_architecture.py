@@ -22,6 +22,7 @@ LAYERS = [
     ("imgpipe.pipeline.optimize", "imgpipe.pipeline.verify"),
     ("imgpipe.pipeline.reports",),
     ("imgpipe.pipeline.bundle",),
+    ("imgpipe.pipeline.history",),
     ("imgpipe.pipeline.settings", "imgpipe.pipeline.build"),
     ("imgpipe.pipeline.api",),
     ("imgpipe.benchmarks",),

@@ -25,6 +25,54 @@ def _manifest(out: Path) -> dict:
     return json.loads((out / "bundle" / "manifest.json").read_text())
 
 
+# What other libraries print when nobody stops them: absl/TensorFlow C++ lines (I0000 00:00:...), CUDA probing,
+# LiteRT's XNNPACK line, the TFLite converter's quantizer lines, coremltools' warnings and tqdm bars, Keras epochs.
+THIRD_PARTY = re.compile(
+    r"^[IWEF]\d{4} |absl|cuInit|cuda|XNNPACK|fully_quantize|inference_type|scikit-learn version|TensorFlow "
+    r"version|_MLModelProxy|passes/s|ops/s|\d+%\||oneDNN|^Epoch \d|tf2onnx|^WARNING|^INFO|^W\d{4}|Traceback",
+)
+
+
+def test_a_default_console_shows_only_imgpipe_lines(cli_build_run):
+    """Every stderr line of a real build is one imgpipe logged; stdout is the table and the summary."""
+    run = cli_build_run
+    assert run.code == 0, run.stderr[-2000:]
+    allowed = set()
+    for message in run.messages:
+        lines = [line.rstrip() for line in message.splitlines()] or [""]
+        allowed.update(lines)
+        allowed.update(f"{level}: {lines[0]}" for level in ("warning", "error", "critical"))
+    foreign = [line for line in run.stderr.splitlines() if line.strip() and line.rstrip() not in allowed]
+    assert not foreign, "lines imgpipe did not write reached stderr:\n" + "\n".join(foreign[:20])
+    assert not [line for line in run.stderr.splitlines() if THIRD_PARTY.search(line)]
+    assert not [line for line in run.stdout.splitlines() if THIRD_PARTY.search(line)]
+    assert "\r" not in run.stderr, "no progress bars when stderr is not a terminal"
+    for stage in ("scan", "train", "export tflite:int8", "verify coreml:fp16"):
+        assert any(line.startswith(f"{stage}: ") and line.endswith(" s") for line in run.stderr.splitlines()), stage
+    assert run.stdout.startswith("artifact ")
+    for part in ("Built in ", "Drop into your app:", "Android", "iOS", "why: ", "Report: "):
+        assert part in run.stdout, part
+
+
+def test_predict_on_a_core_ml_package_prints_only_its_own_error(cli_build_run, tmp_path):
+    """On Linux Core ML cannot predict: one line saying so, without coremltools' ten warnings before it."""
+    from conftest import run_cli_process
+
+    package = cli_build_run.out / "bundle" / "ios" / "TinyPatterns.mlpackage"
+    photo = sorted(cli_build_run.data.rglob("*.png"))[0]
+    code, stdout, stderr, _ = run_cli_process(["predict", str(package), str(photo)], tmp_path, timeout=300)
+    assert code == 2 and stdout == ""
+    assert stderr.startswith("imgpipe: error: ") and len(stderr.strip().splitlines()) == 1, stderr
+
+
+def test_the_width_read_from_the_weights_file_is_said_on_the_console(cli_build_run):
+    assert any(
+        line.startswith("backbone: mobilenet_v2 alpha 0.35, 96 px, weights tiny_mobilenet_v2_0.35_no_top.h5")
+        and "the width tiny_mobilenet_v2_0.35_no_top.h5 was made for" in line
+        for line in cli_build_run.stderr.splitlines()
+    )
+
+
 def test_the_build_publishes_every_format_with_its_labels(cli_build):
     code, out, _ = cli_build
     assert code == 0, "--allow-failures: a rejected artifact does not fail the build"
@@ -102,7 +150,8 @@ def test_a_gate_from_the_config_file_rejects_onnx_int8_and_says_why(cli_build):
 
 def test_report_md_renders_its_tables(cli_build):
     tables = parsed_tables((cli_build[1] / "report.md").read_text())
-    artifact_table = tables[0]
+    assert tables[0][0][0] == "platform", "What to ship comes first"
+    artifact_table = next(t for t in tables if t[0][0] == "artifact")
     assert artifact_table[0][0] == "artifact" and len({len(row) for row in artifact_table}) == 1
     assert {row[0] for row in artifact_table[1:]} >= {"tflite:fp32", "onnx:int8", "coreml:fp16"}
 
@@ -189,12 +238,30 @@ def test_a_gate_failure_exits_3_unless_failures_are_allowed(cli_build, monkeypat
     assert "failed a release gate" in capsys.readouterr().err
 
 
+def test_build_json_is_the_only_thing_on_stdout(cli_build, monkeypatch, capsys):
+    import imgpipe.pipeline.api as api
+    from imgpipe.pipeline.build import BuildResult, _result
+
+    manifest = _manifest(cli_build[1])
+    entries = manifest["artifacts"] + manifest["rejected"]
+    result = BuildResult(cli_build[1], manifest, [_result(e, cli_build[1] / "bundle") for e in entries], seconds=42.0)
+    monkeypatch.setattr(api, "build", lambda **_: result)
+    capsys.readouterr()
+    assert main(["build", "--dataset", "x", "--json"]) == 0
+    captured = capsys.readouterr()
+    data = json.loads(captured.out)
+    assert data["seconds"] == 42.0 and data["recommended"]["android"]["path"].startswith("android/")
+    assert {a["format"] for a in data["artifacts"]} == set(FORMATS)
+    assert "Drop into your app:" in captured.err, "the human summary still reaches the terminal, on stderr"
+
+
 def test_bad_dataset_is_one_line_error_without_traceback(tmp_path, capsys):
     (tmp_path / "data" / "only_one_class").mkdir(parents=True)
     code = main(["build", "--dataset", str(tmp_path / "data"), "--out", str(tmp_path / "out"), "--weights", "none"])
     err = capsys.readouterr().err
     assert code == 2
-    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    errors = [line for line in err.strip().splitlines() if line.startswith("imgpipe: error:")]
+    assert len(errors) == 1 and err.strip().endswith(errors[0]) and "Traceback" not in err
     assert not (tmp_path / "out").exists(), "a failed first build leaves no folder behind"
 
 

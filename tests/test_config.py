@@ -181,3 +181,52 @@ def test_wait_is_an_option_with_help():
     assert given_options(args)["wait"] is True
     build_help = build_parser()._subparsers._group_actions[0].choices["build"].format_help()
     assert "--wait" in build_help and "wait for it to finish instead of stopping" in " ".join(build_help.split())
+
+
+def test_every_build_option_states_its_default():
+    import re
+
+    parser = build_parser()
+    build = parser._subparsers._group_actions[0].choices["build"]
+    for action in build._actions:
+        if not action.option_strings or action.dest in ("help", "config", "debug", "verbose", "json", "split"):
+            continue
+        text = (action.help or "") % {"default": action.default} if "%(" in (action.help or "") else action.help
+        assert re.search(r"\(default[: ]", text or ""), f"{action.option_strings[0]}: {action.help!r}"
+    help_text = build.format_help()
+    assert "--split" in help_text and "(default: 0.8 0.1 0.1)" in help_text
+
+
+def test_commands_are_listed_in_the_order_a_user_meets_them():
+    choices = list(build_parser()._subparsers._group_actions[0].choices)
+    assert choices == ["build", "evaluate", "predict", "inspect", "compare", "history", "bench"]
+
+
+def test_alpha_has_one_default_in_help_and_behaviour():
+    """No --alpha: the width the --weights file was made for, else 1.0 (ImageNet too)."""
+    from imgpipe.pipeline.config import DEFAULT_ALPHA
+
+    help_text = build_parser()._subparsers._group_actions[0].choices["build"].format_help()
+    assert "the width the --weights file was made for, else 1.0" in " ".join(help_text.split())
+    assert DEFAULT_ALPHA == 1.0
+    assert config_from("--weights", "imagenet").backbone.alpha is None, "decided by resolve_backbone"
+
+
+def test_imagenet_weights_take_width_1_and_say_so(monkeypatch, caplog):
+    import logging
+
+    from imgpipe.pipeline.config import BackboneSpec
+    from imgpipe.pipeline.training import weights
+
+    monkeypatch.setattr(weights, "_fetch_imagenet", lambda spec: None)  # no download in tests
+    with caplog.at_level(logging.INFO, logger="imgpipe"):
+        spec = weights.resolve_backbone(BackboneSpec(weights="imagenet"))
+    assert spec.alpha == 1.0
+    assert "backbone: mobilenet_v2 alpha 1.0, 224 px, ImageNet weights (alpha 1.0: the default width" in caplog.text
+
+
+def test_weights_on_the_embedded_dataset_decide_their_own_width():
+    args = build_parser().parse_args(["build", "--weights", "imagenet"])
+    assert make_config(given_options(args)).backbone.alpha is None
+    args = build_parser().parse_args(["build", "--weights", "imagenet", "--alpha", "0.5"])
+    assert make_config(given_options(args)).backbone.alpha == 0.5

@@ -375,7 +375,7 @@ from imgpipe.pipeline.bundle.staging import OutputFolder, Staging
 def slow_build(config=None, **options):  # stands in for the real build (no TensorFlow to import)
     with OutputFolder(Path(options["out"])), Staging(Path(options["out"])) as s:
         (s.bundle / "half-written").write_text("x")
-        print("building", flush=True)
+        (Path(options["out"]).parent / "building").write_text("")  # the console captures stdout while it runs
         time.sleep(60)
 
 sys.modules["imgpipe.pipeline.api"] = types.SimpleNamespace(build=slow_build)
@@ -395,7 +395,10 @@ def test_sigterm_and_sigint_stop_a_build_publishing_nothing(tmp_path, signum, co
     proc = subprocess.Popen(
         [sys.executable, "-c", STUB_BUILD, str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    assert proc.stdout.readline().strip() == "building"
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "building").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (tmp_path / "building").exists(), "the stub build did not start"
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == code

@@ -8,7 +8,7 @@ import dataclasses
 from pathlib import Path
 
 from ...exporters.registry import FORMATS
-from ..config import OPTIMIZATIONS, SplitFractions
+from ..config import EMBEDDED_BACKBONE, EMBEDDED_TRAINING, OPTIMIZATIONS, SplitFractions
 from ..settings import option_names
 
 GROUPS = {
@@ -27,9 +27,26 @@ SPECIAL = {
     "dataset": dict(type=Path, metavar="FOLDER"),
     "out": dict(type=Path, metavar="FOLDER"),
     "cache_dir": dict(type=Path, metavar="FOLDER"),
+    "history": dict(type=Path, metavar="FILE"),
     "targets": dict(nargs="+", metavar="FORMAT", choices=list(FORMATS)),
     "variants": dict(nargs="+", metavar="FORMAT:V[,V]"),
     "optimize": dict(nargs="+", metavar="OPT", choices=list(OPTIMIZATIONS)),
+}
+# Defaults a flag cannot show by itself: lists, paths and the format table's choices.
+SHOWN_DEFAULTS = {
+    "out": "imgpipe-build",
+    "targets": " ".join(FORMATS),
+    "variants": " ".join(f"{name}:{spec.default_variant}" for name, spec in FORMATS.items()),
+    "optimize": "none",
+}
+# The quick first-build recipe (no --dataset) changes these defaults; help shows both.
+EMBEDDED = {
+    **{f.metadata["option"]: getattr(EMBEDDED_BACKBONE, f.name) for f in dataclasses.fields(EMBEDDED_BACKBONE)},
+    **{
+        f.metadata["option"]: getattr(EMBEDDED_TRAINING, f.name)
+        for f in dataclasses.fields(EMBEDDED_TRAINING)
+        if f.metadata.get("option")
+    },
 }
 
 
@@ -60,16 +77,17 @@ def given_options(args: argparse.Namespace) -> dict:
 def _argument(name: str, f: dataclasses.Field) -> dict:
     help_text = f.metadata["help"]
     if name in SPECIAL:
-        return {**SPECIAL[name], "help": help_text}
+        shown = f" (default: {SHOWN_DEFAULTS[name]})" if name in SHOWN_DEFAULTS and "(default" not in help_text else ""
+        return {**SPECIAL[name], "help": help_text + shown}
     kinds = str(f.type)
     default = _field_default(f)
-    shown = (
-        ""
-        if default is None or "(default" in help_text
-        else f" (default: {default:g})"
-        if isinstance(default, float)
-        else f" (default: {default})"
-    )
+    shown = "" if "(default" in help_text else f" (default: {_show(default)})"
+    embedded = EMBEDDED.get(name, default)
+    if embedded != default:
+        if "(default" in help_text and help_text.endswith(")"):
+            help_text, shown = help_text[:-1], f"; without --dataset: {_show(embedded)})"
+        else:
+            shown = f" (default: {_show(default)}; without --dataset: {_show(embedded)})"
     if "bool" in kinds:
         return {"action": argparse.BooleanOptionalAction, "help": help_text + shown}
     arg: dict = {"help": help_text + shown}
@@ -78,6 +96,14 @@ def _argument(name: str, f: dataclasses.Field) -> dict:
         arg["choices"] = list(choices)
     arg["type"] = int if kinds.startswith("int") else float if kinds.startswith("float") else str
     return arg
+
+
+def _show(value) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _field_default(f: dataclasses.Field):

@@ -15,9 +15,10 @@ from ...exporters.base import Artifact
 from ...exporters.registry import FORMATS, open_runner
 from ..bundle.manifest import read_manifest
 from ..config import LatencyConfig, SplitFractions
+from ..core.console import echo
 from ..core.preprocessing import Preprocessing
 from ..data.dataset import scan_dataset
-from ..reports.table import artifact_rows, format_table, unavailable_notes
+from ..reports.table import artifact_rows, drop_empty_columns, format_table, unavailable_notes
 from ..verify.latency import add_latencies
 from ..verify.metrics import classification_metrics
 from ..verify.verify import Reference, predict_batched, verify_artifact
@@ -84,14 +85,14 @@ def _reference(artifacts: list[Artifact], photos, labels: list[str]) -> Referenc
 
 def print_evaluation(result: Evaluation, as_json: bool) -> None:
     if as_json:
-        print(
+        echo(
             json.dumps(
                 {"dataset": result.dataset, "reference": result.reference, "artifacts": result.artifacts}, indent=2
             )
         )
         return
-    print(format_table(artifact_rows(result.artifacts)))
+    echo(format_table(*drop_empty_columns(artifact_rows(result.artifacts))))
     if result.reference:
-        print(f"agreement and max|Δp| are against {result.reference} (a bundle holds no Keras model)")
+        echo(f"agreement and max|Δp| are against {result.reference} (a bundle holds no Keras model)")
     for note in unavailable_notes(result.artifacts):
-        print(note)
+        echo(note)

@@ -70,7 +70,8 @@ def prune_model(model, data: SplitData, preprocessing: Preprocessing, config: Pr
     wrapped = keras.models.clone_model(work, clone_function=wrap)
     log.info(
         f"pruning: {config.target_sparsity:.0%} of Conv2D/Dense weights over {config.epochs} epochs "
-        f"({steps_per_epoch} steps each) on {len(data.train.images)} images"
+        f"({steps_per_epoch} steps each) on {len(data.train.images)} images; val accuracy drops while weights are "
+        "zeroed (BatchNorm's averages lag behind) and recovers when BatchNorm is re-estimated at the end"
     )
     callbacks = [
         sparsity.UpdatePruningStep(),
@@ -81,13 +82,22 @@ def prune_model(model, data: SplitData, preprocessing: Preprocessing, config: Pr
     seconds = time.perf_counter() - start
     pruned = sparsity.strip_pruning(wrapped)
     statistics_images = spread_evenly(data.train.images, CALIBRATION_IMAGES)
+    before = history.get("val_accuracy", [None])[-1]
     reestimate_batchnorm(pruned, preprocessing.normalize(statistics_images), config.batch_size)
+    after = _val_accuracy(pruned, data, preprocessing, config.batch_size)
+    if before is not None and after is not None:
+        log.info(
+            f"pruning: val accuracy {before:.1%} at the last pruning epoch -> {after:.1%} after re-estimating "
+            f"BatchNorm statistics on {len(statistics_images)} training images"
+        )
     report = {
         "method": "tfmot prune_low_magnitude on Conv2D/Dense kernels, PolynomialDecay, then strip_pruning",
         "target_sparsity": config.target_sparsity,
         "schedule": schedule.get_config()["config"],
         **fit_settings(config, steps_per_epoch, seconds, history),
         "batchnorm": f"trained on batch statistics, re-estimated on {len(statistics_images)} training images",
+        "val_accuracy_before_batchnorm_reestimation": before,
+        "val_accuracy_after_batchnorm_reestimation": after,
         "sparsity": sparsity_report(pruned),
         "gzip_weights_bytes": {"float": gzipped_weights_size(model), "pruned": gzipped_weights_size(pruned)},
         "notes": [DEPTHWISE_NOTE],
@@ -97,6 +107,13 @@ def prune_model(model, data: SplitData, preprocessing: Preprocessing, config: Pr
         f"{report['sparsity']['all_weights']['sparsity']:.1%} of all weights, {seconds:.0f} s"
     )
     return pruned, report
+
+
+def _val_accuracy(model, data: SplitData, preprocessing: Preprocessing, batch_size: int) -> float | None:
+    if not len(data.val):
+        return None
+    probs = model.predict(preprocessing.normalize(data.val.images), batch_size=batch_size, verbose=0)
+    return float(np.mean(probs.argmax(1) == data.val.labels))
 
 
 def pruning_schedule(target_sparsity: float, total_steps: int):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..core.files import write_text_atomic
+from .summary import format_size, recommend
 from .table import artifact_rows, format_percent, latency_note, markdown_table, unavailable_notes
 
 
@@ -18,6 +19,22 @@ def write_markdown_report(path: Path, manifest: dict) -> None:
         "",
         f"imgpipe {manifest['imgpipe_version']}, built {manifest['created']}.",
         "",
+    ]
+    picks = recommend(manifest)
+    if picks:
+        lines += [
+            "## What to ship",
+            "",
+            markdown_table(
+                [
+                    [p["platform"], f"`{p['path']}`", format_size(p["bytes"]), format_percent(p["accuracy"]), p["why"]]
+                    for p in picks.values()
+                ],
+                ("platform", "file (in bundle/)", "size", "accuracy", "why this one"),
+            ),
+            "",
+        ]
+    lines += [
         "## Artifacts",
         "",
         f"Measured on the test split ({keras_metrics.get('samples')} images) with each format's own runtime; "
@@ -60,7 +77,44 @@ def write_markdown_report(path: Path, manifest: dict) -> None:
         f"- backbone: {b['arch']} alpha {b['alpha']} at {b['image_size']}px, weights `{b['weights']}`",
         f"- preprocessing: {manifest['preprocessing']['resize']}; (pixel - {manifest['preprocessing']['mean']}) / "
         f"{manifest['preprocessing']['std']}, {manifest['preprocessing']['channel_order']}",
-        "- stage timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in manifest["timings"].items()),
+        "",
+    ]
+    lines += _optimizations(manifest.get("optimizations") or {})
+    lines += [
+        "## Stage timings",
+        "",
+        markdown_table(_timing_rows(manifest["timings"]), ("stage", "seconds", "share")),
         "",
     ]
     write_text_atomic(path, "\n".join(lines) + "\n")
+
+
+def _timing_rows(timings: dict[str, float]) -> list[list[str]]:
+    stages = {k: v for k, v in timings.items() if "." not in k.split(" ")[0]}
+    total = sum(stages.values()) or 1.0
+    rows = [[k, f"{v:.1f}", f"{100 * v / total:.0f}%"] for k, v in stages.items()]
+    rows += [
+        [f"(in {k.split('.')[0]}) {k.split('.', 1)[1]}", f"{v:.1f}", ""] for k, v in timings.items() if k not in stages
+    ]
+    return rows + [["total", f"{total:.1f}", "100%"]]
+
+
+def _optimizations(optimizations: dict) -> list[str]:
+    """Each optimization's scalar settings and results as a two-column table (curves are in report.html)."""
+    lines = []
+    for name, report in optimizations.items():
+        rows = [
+            [key.replace("_", " "), _fact(value)]
+            for key, value in report.items()
+            if key not in ("history", "notes", "sparsity") and not isinstance(value, (dict, list))
+        ]
+        sparsity = (report.get("sparsity") or {}).get("pruned_kernels")
+        if sparsity:
+            rows.append(["sparsity of Conv2D/Dense kernels", f"{sparsity['sparsity']:.1%}"])
+        lines += [f"## Optimization: {name}", "", markdown_table(rows, ("setting or result", "value")), ""]
+        lines += [f"- {note}" for note in report.get("notes") or []] + ([""] if report.get("notes") else [])
+    return lines
+
+
+def _fact(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

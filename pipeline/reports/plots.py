@@ -30,21 +30,34 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
 
 
 SOURCE_MARKERS = {"float": "o", "prune": "s", "qat": "^"}
+LABEL_OFFSETS = [(7, 5), (7, -12), (-7, 5), (-7, -12), (0, 10), (0, -16), (12, -3), (-12, -3), (16, 12), (-16, 12)]
 
 
-def tradeoff_plot(entries: list[dict], cost_key: str, cost_label: str, scale: float = 1.0) -> bytes | None:
-    """Accuracy against a cost (size or latency) for every measured artifact. Colour is the format, shape the model
-    it came from; only the Pareto front is labelled, since the table names every point and labels would collide."""
-    measured = [e for e in entries if e["metrics"].get("accuracy") is not None and _cost(e, cost_key) is not None]
+def plotted_entries(entries: list[dict], cost_key: str) -> list[dict]:
+    """The artifacts a trade-off plot can show: those with a measured accuracy and cost."""
+    return [e for e in entries if e["metrics"].get("accuracy") is not None and _cost(e, cost_key) is not None]
+
+
+def tradeoff_plot(
+    entries: list[dict], cost_key: str, cost_label: str, scale: float = 1.0, numbers: dict[int, int] | None = None
+) -> bytes | None:
+    """Accuracy against a cost (size or latency) for every measured artifact, each point numbered (the number
+    is the artifact's row in the report's key, the same in every plot). Colour is the format, shape the model it
+    came from, red crosses failed a gate. Points that fall on top of each other share one label ("1,3"), and
+    labels are placed where they overlap neither another label nor a point. The Pareto front joins only
+    artifacts that passed their gates."""
+    measured = plotted_entries(entries, cost_key)
     if not measured:
         return None
     plt = _pyplot()
+    numbers = numbers or {id(e): i + 1 for i, e in enumerate(entries)}
     points = [(_cost(e, cost_key) * scale, 100 * e["metrics"]["accuracy"]) for e in measured]
-    front = pareto_front(points)
+    passed = [i for i, e in enumerate(measured) if e.get("gates", {}).get("passed") is not False]
+    front = [passed[k] for k in pareto_front([points[i] for i in passed])]
     fig, ax = plt.subplots(figsize=(7.2, 4.6), dpi=100)
     seen = set()
     for i, (e, (x, y)) in enumerate(zip(measured, points)):
-        rejected = e.get("gates", {}).get("passed") is False
+        rejected = i not in passed
         source = e.get("source", "float")
         key = "gate failed" if rejected else f"{e['format']} ({source})"
         style = (
@@ -59,22 +72,102 @@ def tradeoff_plot(entries: list[dict], cost_key: str, cost_label: str, scale: fl
         )
         ax.scatter(x, y, s=55, zorder=3, alpha=0.85, label=None if key in seen else key, **style)
         seen.add(key)
-        if i in front:
-            ax.annotate(artifact_name(e), (x, y), textcoords="offset points", xytext=(6, -10), fontsize=8)
-    ax.plot(
-        [points[i][0] for i in front],
-        [points[i][1] for i in front],
-        "--",
-        color="black",
-        alpha=0.5,
-        label="Pareto front",
-        zorder=2,
-    )
-    ax.set_xlim(left=0, right=max(x for x, _ in points) * 1.3)  # from zero, so the ratios between artifacts show
+    if front:
+        ax.plot(
+            [points[i][0] for i in front],
+            [points[i][1] for i in front],
+            "--",
+            color="black",
+            alpha=0.5,
+            label="Pareto front (passed gates)",
+            zorder=2,
+        )
+    xmax = max(x for x, _ in points)
+    ax.set_xlim(left=0, right=xmax * 1.3 if xmax > 0 else 1)  # from zero, so the ratios between artifacts show
+    ys = [y for _, y in points]
+    ax.set_ylim(max(0, min(ys) - 8), min(105, max(ys) + 6) if max(ys) - min(ys) < 90 else 105)
     ax.set_xlabel(cost_label)
     ax.set_ylabel("test accuracy (%)")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=7)
+    fig.tight_layout()
+    place_labels(ax, points, [numbers[id(e)] for e in measured])
+    return _png(fig, plt, layout=False)
+
+
+def place_labels(ax, points: list[tuple[float, float]], numbers: list[int], merge_px: float = 9.0) -> list:
+    """Number every point legibly: points closer than `merge_px` share one label; each label takes the first
+    offset whose box overlaps no placed label, no point and stays inside the axes. Returns the text objects."""
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    to_px = ax.transData.transform
+    pixels = [tuple(to_px(p)) for p in points]
+    groups: list[list[int]] = []
+    for i, (px, py) in enumerate(pixels):
+        for group in groups:
+            gx, gy = pixels[group[0]]
+            if abs(px - gx) <= merge_px and abs(py - gy) <= merge_px:
+                group.append(i)
+                break
+        else:
+            groups.append([i])
+    inside = ax.get_window_extent(renderer)
+    placed_boxes, texts = [], []
+    marker_boxes = [(x - 5, y - 5, x + 5, y + 5) for x, y in pixels]
+    for group in sorted(groups, key=lambda g: pixels[g[0]]):
+        label = ",".join(str(numbers[i]) for i in sorted(group, key=lambda i: numbers[i]))
+        anchor = points[group[0]]
+        text = None
+        for dx, dy in LABEL_OFFSETS:
+            if text is not None:
+                text.remove()
+            text = ax.annotate(
+                label,
+                anchor,
+                textcoords="offset points",
+                xytext=(dx, dy),
+                fontsize=8,
+                ha="left" if dx > 0 else "right" if dx < 0 else "center",
+                bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8},
+                zorder=4,
+            )
+            box = text.get_window_extent(renderer)
+            rect = (box.x0, box.y0, box.x1, box.y1)
+            clear = not any(_overlap(rect, other) for other in placed_boxes + marker_boxes)
+            if clear and box.x0 >= inside.x0 and box.x1 <= inside.x1 and box.y0 >= inside.y0 and box.y1 <= inside.y1:
+                break
+        placed_boxes.append(rect)
+        texts.append(text)
+    return texts
+
+
+def _overlap(a, b) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def sizes_plot(entries: list[dict], numbers: dict[int, int] | None = None) -> bytes | None:
+    """Raw and gzip size of every artifact, published or not, Core ML included (its size is always known)."""
+    sized = [e for e in entries if e.get("bytes")]
+    if not sized:
+        return None
+    plt = _pyplot()
+    numbers = numbers or {id(e): i + 1 for i, e in enumerate(entries)}
+    names = [f"{numbers[id(e)]}  {artifact_name(e)}" for e in sized]
+    raw = [e["bytes"] / 1e6 for e in sized]
+    packed = [(e.get("gzip_bytes") or 0) / 1e6 for e in sized]
+    fig, ax = plt.subplots(figsize=(7.2, 0.42 * len(sized) + 1.3), dpi=100)
+    rows = np.arange(len(sized))
+    ax.barh(rows - 0.2, raw, height=0.4, color="tab:blue", label="file")
+    ax.barh(rows + 0.2, packed, height=0.4, color="tab:gray", label="gzip (download)")
+    for y, (r, g) in enumerate(zip(raw, packed)):
+        ax.text(r, y - 0.2, f" {r:.2f}", va="center", fontsize=7)
+        ax.text(g, y + 0.2, f" {g:.2f}", va="center", fontsize=7)
+    ax.set_yticks(rows, names, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, max(raw) * 1.2)
+    ax.set_xlabel("MB")
+    ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=2, fontsize=7, frameon=False)
+    ax.grid(axis="x", alpha=0.3)
     return _png(fig, plt)
 
 
@@ -108,7 +201,7 @@ def confusion_plot(matrix: list[list[int]], labels: list[str]) -> bytes:
 
 
 def training_curves_plot(history: dict[str, dict[str, list[float]]]) -> bytes | None:
-    """Loss and accuracy per epoch, phases (head, fine-tune, prune, qat ...) one after another."""
+    """Loss and accuracy per epoch, phases (head then fine-tune; or prune; or qat) one after another."""
     phases = [(name, h) for name, h in history.items() if h.get("loss")]
     if not phases:
         return None
@@ -135,9 +228,10 @@ def _cost(entry: dict, key: str):
     return entry.get(key) if key in ("bytes", "gzip_bytes") else entry["metrics"].get(key)
 
 
-def _png(fig, plt) -> bytes:
+def _png(fig, plt, layout: bool = True) -> bytes:
     buf = io.BytesIO()
-    fig.tight_layout()
+    if layout:
+        fig.tight_layout()
     fig.savefig(buf, format="png")
     plt.close(fig)
     return buf.getvalue()

@@ -54,6 +54,13 @@ def _gate(entry: dict) -> str:
     return "pass" + (f" ({', '.join(unmeasured)} not measured)" if unmeasured else "")
 
 
+def drop_empty_columns(rows: list[list[str]], columns=COLUMNS) -> tuple[list[list[str]], tuple[str, ...]]:
+    """The rows and columns without the columns that are empty (or n/a) in every row: a table of a bundle on new
+    photos has no gate or float-model column to show."""
+    keep = [i for i, _ in enumerate(columns) if i == 0 or any(row[i] not in ("", "n/a") for row in rows)]
+    return [[row[i] for i in keep] for row in rows], tuple(columns[i] for i in keep)
+
+
 def format_table(rows: list[list[str]], columns=COLUMNS) -> str:
     widths = [max(len(str(c)), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(columns)]
     line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
@@ -124,9 +131,10 @@ def _bytes(v):
 
 def latency_note(manifest: dict) -> str:
     """What the latency columns are, in one sentence every report uses."""
-    latency, env = manifest["config"]["latency"], manifest.get("environment", {})
-    flags = ", ".join(env.get("cpu_flags") or []) or "unknown"
+    latency, env = manifest["config"].get("latency", {}), manifest.get("environment", {})
+    flags = ", ".join(env.get("cpu_flags") or []) or "flags unknown"
+    runs = f"{latency['runs']} runs per artifact interleaved with the others" if "runs" in latency else "after warm-up"
     return (
-        f"Latency: one image, {latency['threads']} thread(s), {latency['runs']} runs per artifact interleaved "
-        f"with the others, on the build machine's CPU ({env.get('cpu') or 'unknown'}; {flags}), not on a phone."
+        f"Latency: one image, {latency.get('threads', 1)} thread(s), {runs}, on the build machine's CPU "
+        f"({env.get('cpu') or 'unknown'}; {flags}), not on a phone."
     )

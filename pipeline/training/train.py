@@ -16,7 +16,7 @@ from ..core.preprocessing import Preprocessing
 from ..core.tf_runtime import load_tensorflow, seed_everything
 from ..data.dataset import SplitData
 from .features import cached_features, model_key
-from .fit import epoch_callbacks, fit_images, plain_history
+from .fit import adam, epoch_callbacks, fit_images, plain_history
 from .model import OUTPUT_NAME, build_classifier, feature_extractor
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,6 @@ def train_classifier(
             _fine_tune(model, config, data, preprocessing, log_dir, result, trainable_top=config.fine_tune_layers)
     else:
         _set_batchnorm_momentum(model, 0.9)  # Keras' 0.999 leaves BN statistics stale in short from-scratch runs
-        log.info("weights none: training every layer from random initialisation")
         _fine_tune(model, config, data, preprocessing, log_dir, result, trainable_top=None)
     return result
 
@@ -76,7 +75,7 @@ def _train_head_on_features(model, spec, config, data, preprocessing, features_d
     head_dense = keras.layers.Dense(dense.units, activation="softmax", name=OUTPUT_NAME)
     head = keras.Model(features, head_dense(x))
     head.compile(
-        optimizer=keras.optimizers.Adam(config.learning_rate),
+        optimizer=adam(config.learning_rate),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
@@ -111,9 +110,11 @@ def _fine_tune(model, config: TrainConfig, data: SplitData, preprocessing, log_d
     epochs = config.epochs if trainable_top is None else config.fine_tune_epochs
     lr = config.learning_rate if trainable_top is None else config.fine_tune_learning_rate
     has_val = len(data.val) > 0
+    what = "training every layer from random initialisation" if trainable_top is None else "fine-tuning"
     log.info(
-        f"{phase.replace('_', '-')}: {sum(layer.trainable for layer in layers)} trainable layers, "
-        f"up to {epochs} epochs on {len(data.train)} images" + (" with augmentation" if config.augment else "")
+        f"{what}: {sum(layer.trainable for layer in layers)} trainable layers, up to {epochs} epoch"
+        f"{'' if epochs == 1 else 's'} on "
+        f"{len(data.train)} images" + (" with augmentation" if config.augment else "")
     )
     start = time.perf_counter()
     # From scratch, val loss swings wildly while BatchNorm statistics settle: no early stop in the first half.
@@ -128,6 +129,7 @@ def _fine_tune(model, config: TrainConfig, data: SplitData, preprocessing, log_d
         seed=config.seed,
         epochs=epochs,
         callbacks=epoch_callbacks(phase, epochs, log_dir / phase, config.patience if has_val else None, warmup),
+        decay_epochs=config.decay_epochs if trainable_top is None else 0,
     )
     result.timings[phase] = time.perf_counter() - start
     result.history[phase] = history

@@ -8,6 +8,7 @@ layer names, and file names are only a hint.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -21,23 +22,40 @@ from ..core.tf_runtime import load_tensorflow
 from .model import backbone_model, build_backbone
 
 SKELETON_SIZE = 96  # shapes of convolution weights do not depend on the input size
+log = logging.getLogger(__name__)
 
 
 def resolve_backbone(spec: BackboneSpec) -> BackboneSpec:
     """`spec` with its width multiplier decided (the one the weights file was made for, else DEFAULT_ALPHA) and its
-    weights known to load: a file that does not fit, or ImageNet weights that cannot be downloaded, fail here."""
+    weights known to load: a file that does not fit, or ImageNet weights that cannot be downloaded, fail here.
+    The console says which width was chosen and why."""
     if spec.weights_file is None:
+        why = "as set" if spec.alpha is not None else "the default width, --alpha to change"
         spec = spec if spec.alpha is not None else replace(spec, alpha=DEFAULT_ALPHA)
         if spec.weights == "imagenet":
             _fetch_imagenet(spec)
-        return spec
-    if spec.alpha is None:
+    elif spec.alpha is None:
         found = identify(spec.weights_file, prefer=spec.arch)
         if found is None or found[0] != spec.arch:
             _raise_misfit(spec, found)
-        return replace(spec, alpha=found[1])
-    check_weights_fit(spec)
+        spec, why = replace(spec, alpha=found[1]), f"the width {spec.weights_file.name} was made for"
+    else:
+        check_weights_fit(spec)
+        why = "as set; the weights file fits it"
+    log.info(f"backbone: {describe_backbone(spec)} (alpha {_width(spec.alpha)}: {why})")
     return spec
+
+
+def describe_backbone(spec: BackboneSpec) -> str:
+    weights = {"imagenet": "ImageNet weights", "none": "random initialisation"}.get(
+        spec.weights, f"weights {Path(spec.weights).name}"
+    )
+    return f"{spec.arch} alpha {_width(spec.alpha)}, {spec.image_size} px, {weights}"
+
+
+def _width(alpha: float) -> str:
+    """1.0 rather than 1: widths are written with a decimal point everywhere else (help, Keras file names)."""
+    return f"{alpha:.1f}" if float(alpha).is_integer() else f"{alpha:g}"
 
 
 def _fetch_imagenet(spec: BackboneSpec) -> None:

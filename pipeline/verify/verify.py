@@ -16,6 +16,7 @@ import numpy as np
 from ...exporters.base import Artifact, Runner
 from ...exporters.registry import FORMATS, Parity, open_runner
 from ..config import ExportOptions
+from ..core.console import progress_bar
 from .metrics import agreement_metrics, classification_metrics
 
 BATCH = 32
@@ -43,6 +44,7 @@ class Verification:
     structural_checks: dict[str, bool] = field(default_factory=dict)
     parity: dict | None = None  # reference, measured values, tolerance, passed
     runner: Runner | None = field(default=None, repr=False)  # kept open for the latency stage
+    predictions: list[int] | None = None  # predicted label per test image, when the runtime could predict
 
     @property
     def structure_ok(self) -> bool:
@@ -79,7 +81,9 @@ def verify_artifact(
         metrics["latency_unavailable_reason"] = runner.latency_unavailable_reason
     parity = FORMATS[artifact.format].variant(artifact.variant).parity
     judged = None if parity is None or source_reference is None else judge_parity(probs, source_reference, parity)
-    return Verification(artifact, metrics, runner.runtime, None, checks, judged, runner)
+    return Verification(
+        artifact, metrics, runner.runtime, None, checks, judged, runner, predictions=probs.argmax(1).tolist()
+    )
 
 
 def judge_parity(probs: np.ndarray, reference: Reference, tolerance: Parity) -> dict:
@@ -95,7 +99,13 @@ def judge_parity(probs: np.ndarray, reference: Reference, tolerance: Parity) -> 
 
 
 def predict_batched(runner: Runner, images: np.ndarray, batch_size: int = BATCH) -> np.ndarray:
-    return np.concatenate([runner.predict(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
+    """The runner's probabilities for every image, a batch at a time, with a progress bar on a terminal."""
+    parts = []
+    with progress_bar("predicting", len(images)) as advance:
+        for i in range(0, len(images), batch_size):
+            parts.append(runner.predict(images[i : i + batch_size]))
+            advance(len(parts[-1]))
+    return np.concatenate(parts)
 
 
 def null_metrics(labels: list[str]) -> dict:
