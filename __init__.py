@@ -29,4 +29,11 @@ def build(**options):
     return run(**options)
 
 
-__all__ = ["__version__", "build"]
+def export(build_folder, **options):
+    """Re-export a finished build like `imgpipe export BUILD`, training nothing; returns a `BuildResult`."""
+    from .pipeline.api import export as run
+
+    return run(build_folder, **options)
+
+
+__all__ = ["__version__", "build", "export"]

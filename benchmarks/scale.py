@@ -166,4 +166,8 @@ def _source_folder(environ) -> Path | None:
 
 
 def _feature_seconds(timings: dict) -> float:
+    """The feature stage without the one-time LiteRT conversion (reported beside it); older builds timed it
+    inside training."""
+    if "features" in timings:
+        return timings["features"] - timings.get("features.litert_conversion", 0.0)
     return timings.get("train.features", timings.get("train.bottlenecks", 0.0))

@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from .build import ArtifactResult, BuildResult, run_build
-from .settings import make_config
+from .settings import export_config, make_config
 
-__all__ = ["ArtifactResult", "BuildResult", "build"]
+__all__ = ["ArtifactResult", "BuildResult", "build", "export"]
 
 
 def build(config: str | Path | None = None, **options) -> BuildResult:
@@ -18,3 +18,10 @@ def build(config: str | Path | None = None, **options) -> BuildResult:
     `imgpipe.pipeline.core.errors.ImgpipeError` subclasses for anything the caller can fix.
     """
     return run_build(make_config(options, Path(config) if config is not None else None))
+
+
+def export(build_folder: str | Path, config: str | Path | None = None, **options) -> BuildResult:
+    """`imgpipe export` as a function: `export("pets-build", targets=["onnx"])` re-exports a finished build with
+    training (and every unchanged artifact) taken from the stage cache; it never trains."""
+    settings = export_config(Path(build_folder), options, Path(config) if config is not None else None)
+    return run_build(settings, export_only=True)

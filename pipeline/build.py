@@ -9,6 +9,7 @@ one `FileSystemError` line naming the path.
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import shutil
 import tempfile
@@ -28,21 +29,38 @@ from .bundle.staging import OutputFolder, Staging
 from .config import BuildConfig
 from .core.console import native_output, progress_bar, stage
 from .core.errors import ConfigError, filesystem_error
-from .core.files import prepare_folder, tree_sha256
+from .core.files import prepare_folder, tree_sha256, write_text_atomic
 from .core.preprocessing import Preprocessing
-from .data.dataset import DatasetIndex, LabelledImages, scan_dataset, write_split_file
-from .data.sampling import spread_evenly
+from .core.stage_cache import StageCache
+from .data.dataset import DatasetIndex, scan_dataset, write_split_file
+from .data.near_duplicates import FEATURE_LIMIT, feature_pairs
+from .data.photos import Photos
 from .data.synthetic import EMBEDDED_VERSION, embedded_dataset
 from .history import record_build
 from .plan import PlannedArtifact, plan_artifacts
 from .reports.html import write_html_report
 from .reports.markdown import write_markdown_report
 from .reports.metrics_json import write_metrics_json
-from .training.train import train_classifier
+from .reuse import (
+    StageLog,
+    artifact_key,
+    cached_artifact,
+    cached_reference,
+    cached_training,
+    load_checks,
+    reference_key,
+    save_checks,
+    train_key,
+)
+from .settings import RECORD_FILE, recorded_config
+from .training.fit import predict_photos
+from .training.train import backbone_features, new_classifier, train_classifier
 from .training.weights import resolve_backbone
+from .verify.calibration import reliability_bins
 from .verify.gates import judge
 from .verify.latency import add_latencies
 from .verify.metrics import classification_metrics
+from .verify.temperature import Calibration, calibrate
 from .verify.verify import Reference, Verification, verify_artifact
 
 log = logging.getLogger(__name__)
@@ -97,15 +115,16 @@ class BuildResult:
         return [a for a in self.artifacts if not a.published]
 
 
-def run_build(config: BuildConfig) -> BuildResult:
-    """Build, verify and publish. Raises ImgpipeError subclasses for anything the user can fix."""
+def run_build(config: BuildConfig, export_only: bool = False) -> BuildResult:
+    """Build, verify and publish. Raises ImgpipeError subclasses for anything the user can fix. `export_only`
+    (`imgpipe export`) stops before training unless the trained model is in the stage cache."""
     config.validate()
     plan = plan_artifacts(config)
     _check_not_inside_dataset(config)
     try:
         with OutputFolder(config.out, wait=config.wait):
             prepare_folder(config.cache_dir, "--cache-dir", "backbone features and the embedded dataset")
-            return _build(config, plan)
+            return _build(config, plan, export_only)
     except Exception as e:
         error = filesystem_error(e, where=lambda code: _blamed_folder(code, config))
         if error is None or error is e:
@@ -139,30 +158,60 @@ def _blamed_folder(code: int, config: BuildConfig) -> Path:
     return config.out
 
 
-def _build(config: BuildConfig, plan: list[PlannedArtifact]) -> BuildResult:
+def _build(config: BuildConfig, plan: list[PlannedArtifact], export_only: bool) -> BuildResult:
     started = time.perf_counter()
     config.backbone = resolve_backbone(config.backbone)  # a weights file that does not fit fails here, not later
     dataset = config.dataset or embedded_dataset(config.cache_dir)
     preprocessing = Preprocessing(config.backbone.image_size)
     timings: dict[str, float] = {}
+    cache, stages = StageCache(config.cache_dir / "stages"), StageLog()
     with Staging(config.out) as staging:
         with stage("scan", timings):
-            index = scan_dataset(dataset, config.backbone.image_size, config.split)
+            checked = load_checks(cache)
+            index = scan_dataset(dataset, config.split, groups_file=config.groups, checked=checked)
+            save_checks(cache, checked)
+        model = new_classifier(config.backbone, config.train, len(index.labels))
+        features = None
+        if config.backbone.pretrained:
+            with stage("features", timings):
+                everything = index.photos(None, config.backbone.image_size, staging.work)
+                features = backbone_features(
+                    model, everything, config.backbone, preprocessing, config.cache_dir / "features"
+                )
+            if features.conversion_seconds:
+                timings["features.litert_conversion"] = round(features.conversion_seconds, 3)
+            index = _group_near_duplicates(index, features.values, config)
+        index.check_splits(config.split)
         _log_counts(index)
-        data = index.training_data()
-        with stage("train", timings):
-            trained = train_classifier(
-                config.backbone,
-                config.train,
-                data,
-                len(index.labels),
-                preprocessing,
-                config.cache_dir / "features",
-                staging.root / "logs",
+        data = index.training_data(config.backbone.image_size, staging.work)
+        trained_key = train_key(config, preprocessing, index)
+        if export_only and cache.lookup("train", trained_key) is None:
+            raise ConfigError(
+                f"{config.out}: this build's trained model is not in the cache {cache.root} (the photos, the "
+                "backbone or the training settings changed, or the cache was cleared); run imgpipe build"
             )
+        with stage("train", timings):
+            trained, reused = cached_training(
+                cache,
+                trained_key,
+                model,
+                lambda: train_classifier(
+                    model,
+                    config.backbone,
+                    config.train,
+                    data,
+                    preprocessing,
+                    staging.root / "logs",
+                    None if features is None else _by_split(index, features.values),
+                ),
+            )
+        stages.add("train", trained_key, reused)
         timings.update({f"train.{k}": round(v, 3) for k, v in trained.timings.items()})
+        with stage("calibrate", timings):
+            calibration = calibrate(trained.model, data.val, preprocessing)
+        float_key = f"{trained_key}/temperature-{calibration.temperature:.6g}"  # what the exports start from
         _save_keras_model(trained.model, staging.root / "keras")
-        test = index.split("test")
+        test = index.photos("test", config.backbone.image_size, staging.work)
         models, optimizations = {"float": trained.model}, {}
         for name in config.optimize:
             from .optimize.sources import optimized_model
@@ -172,16 +221,29 @@ def _build(config: BuildConfig, plan: list[PlannedArtifact]) -> BuildResult:
                     name, trained.model, data, preprocessing, config, staging.root / "logs"
                 )
         with stage("reference", timings):
-            references = {name: _reference(name, m, test, preprocessing, index.labels) for name, m in models.items()}
+            references = {
+                name: _reference(name, m, test, preprocessing, index.labels)
+                for name, m in models.items()
+                if name != "float"
+            }
+            key = reference_key(float_key, index)
+            references["float"], reused = cached_reference(
+                cache, key, lambda: _reference("float", trained.model, test, preprocessing, index.labels)
+            )
+            stages.add("reference", key, reused)
         maker = _ArtifactMaker(
             config,
             index.labels,
             preprocessing,
-            spread_evenly(data.train.images, config.export.calibration_images),
+            data.train.sample(config.export.calibration_images),
             test,
             references,
             staging,
             timings,
+            cache,
+            stages,
+            {"float": float_key},
+            index,
         )
         memos = {name: {} for name in models}  # conversions the exports of one model share
         verifications = []
@@ -190,7 +252,7 @@ def _build(config: BuildConfig, plan: list[PlannedArtifact]) -> BuildResult:
                 verifications.append(maker.make(item, models[item.source], memos[item.source]))
                 advance(1, item.name)
         with stage("latency", timings):
-            add_latencies(verifications, test.images[:1], config.latency)
+            add_latencies(verifications, test.sample(1), config.latency)
         judged = [(v, judge(v, config.gates)) for v in verifications]
         for v, gates in judged:
             if not gates.passed:
@@ -204,12 +266,16 @@ def _build(config: BuildConfig, plan: list[PlannedArtifact]) -> BuildResult:
             references["float"],
             judged,
             trained,
+            features,
             optimizations,
+            _calibration_report(calibration, references["float"], test.labels),
             timings,
+            stages,
             staging.bundle,
             dataset,
         )
         _write_bundle_files(staging, index, manifest)
+        write_text_atomic(staging.root / RECORD_FILE, json.dumps(recorded_config(config), indent=2) + "\n")
         staging.publish()
     result = BuildResult(config.out, manifest, [_result(e, config.out / BUNDLE_DIR) for e in _all_entries(manifest)])
     result.test_predictions = _test_predictions(index, references["float"], verifications)
@@ -226,10 +292,14 @@ class _ArtifactMaker:
     labels: list[str]
     preprocessing: Preprocessing
     calibration: np.ndarray  # uint8 train-split images, sampled once per build
-    test: LabelledImages
+    test: Photos
     references: dict[str, Reference]  # per source model
     staging: Staging
     timings: dict[str, float]
+    cache: StageCache
+    stages: StageLog
+    model_keys: dict[str, str]  # source -> the key of the training that made it (cached sources only)
+    index: DatasetIndex
 
     def make(self, item: PlannedArtifact, model, memo: dict) -> Verification:
         spec = FORMATS[item.format]
@@ -246,12 +316,21 @@ class _ArtifactMaker:
         )
         ctx.workdir.mkdir(parents=True, exist_ok=True)
         dest = artifact_path(self.staging.bundle, spec, item.variant, item.source, self.config.metadata.name)
+        model_key = self.model_keys.get(item.source)
+        key = None if model_key is None else artifact_key(self.config, model_key, self.index, item.format, item.variant)
+        verification, reused = cached_artifact(
+            self.cache, key, dest, self.preprocessing, self.config, lambda: self._export_and_verify(ctx, item, dest)
+        )
+        self.stages.add(f"artifact {item.name}", key, reused)
+        return verification
+
+    def _export_and_verify(self, ctx: ExportContext, item: PlannedArtifact, dest: Path) -> Verification:
         with stage(f"export {item.name}", self.timings), native_output(f"export {item.name}"):
-            artifact: Artifact = spec.load().export(ctx, item.variant, dest)
+            artifact: Artifact = FORMATS[item.format].load().export(ctx, item.variant, dest)
         with stage(f"verify {item.name}", self.timings):
             return verify_artifact(
                 artifact,
-                self.test.images,
+                self.test,
                 self.test.labels,
                 self.labels,
                 self.references["float"],
@@ -262,7 +341,7 @@ class _ArtifactMaker:
 
 
 def _test_predictions(index: DatasetIndex, reference: Reference, verifications: list[Verification]) -> dict:
-    photos = [e for e in index.entries if e.split == "test"]  # the order of index.split("test")
+    photos = [e for e in index.entries if e.split == "test"]  # the order of index.photos("test")
     predicted = {reference.name: reference.probs.argmax(1).tolist()}
     predicted.update({v.artifact.name: v.predictions for v in verifications if v.predictions is not None})
     return {
@@ -273,12 +352,26 @@ def _test_predictions(index: DatasetIndex, reference: Reference, verifications: 
     }
 
 
-def _reference(name: str, model, test: LabelledImages, preprocessing: Preprocessing, labels) -> Reference:
-    probs = model.predict(preprocessing.normalize(test.images), verbose=0)
+def _reference(name: str, model, test: Photos, preprocessing: Preprocessing, labels) -> Reference:
+    probs = predict_photos(model, test, preprocessing)
     return Reference(f"keras:{name}", probs, classification_metrics(probs, test.labels, labels))
 
 
-def _manifest(config, index, preprocessing, reference, judged, trained, optimizations, timings, bundle, dataset):
+def _manifest(
+    config,
+    index,
+    preprocessing,
+    reference,
+    judged,
+    trained,
+    features,
+    optimizations,
+    calibration,
+    timings,
+    stages,
+    bundle,
+    dataset,
+):
     entries = [artifact_entry(v, gates, bundle, published=gates.passed) for v, gates in judged]
     return build_manifest(
         config=_public_config(config, dataset),
@@ -289,14 +382,27 @@ def _manifest(config, index, preprocessing, reference, judged, trained, optimiza
         reference=reference.metrics,
         training={
             "history": trained.history,
-            "features_computed": trained.features_computed,
+            "features_computed": 0 if features is None else features.computed,
+            "features_engine": None if features is None else features.engine,
             "deterministic": True,  # op determinism and fixed seeds: same inputs, seed and cache, same bytes
         },
         optimizations=optimizations,
+        calibration=calibration,
         timings=dict(timings),
+        stages=stages.entries,
         artifacts=[e for e in entries if e["path"] is not None],
         rejected=[e for e in entries if e["path"] is None],
     )
+
+
+def _calibration_report(calibration: Calibration, reference: Reference, test_labels: np.ndarray) -> dict:
+    """The temperature and why, ECE on val before and after it, ECE on test and the reliability diagram's bins
+    (the float model, after the temperature: what every artifact computes)."""
+    return {
+        **calibration.to_dict(),
+        "test_ece": reference.metrics.get("ece"),
+        "reliability": reliability_bins(reference.probs, test_labels) if len(test_labels) else [],
+    }
 
 
 def _public_config(config: BuildConfig, dataset: Path) -> dict:
@@ -328,6 +434,27 @@ def _write_bundle_files(staging: Staging, index: DatasetIndex, manifest: dict) -
     write_markdown_report(staging.root / "report.md", manifest)
     write_html_report(staging.root / REPORT_HTML, manifest)
     write_metrics_json(staging.root / "metrics.json", manifest)
+
+
+def _group_near_duplicates(index: DatasetIndex, features: np.ndarray, config: BuildConfig) -> DatasetIndex:
+    """Join photos whose backbone features are nearly the same (a crop of one shot) into one group, so they land
+    in one split; the scan already grouped those with close perceptual hashes."""
+    labels = np.array([e.label for e in index.entries])
+    pairs, skipped = feature_pairs(features, labels)
+    regrouped = index.regrouped(config.split, pairs, "backbone features") if pairs else index
+    if skipped:
+        names = ", ".join(index.labels[i] for i in skipped)
+        regrouped.problems.append(
+            f"near-duplicates not searched by features in class(es) {names}: more than {FEATURE_LIMIT} photos each "
+            "(perceptual hashes were still compared)"
+        )
+    return regrouped
+
+
+def _by_split(index: DatasetIndex, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The train and val rows of features computed for every photo in index order."""
+    splits = np.array([e.split for e in index.entries])
+    return values[splits == "train"], values[splits == "val"]
 
 
 def _save_keras_model(model, folder: Path) -> None:

@@ -272,6 +272,11 @@ class BuildConfig:
         "folder with one sub-folder of images per class (default: the embedded generated dataset)",
         option="dataset",
     )
+    groups: Path | None = setting(
+        None,
+        "CSV of path,group: each group of photos (a photographer, a patient, a device) stays in one split",
+        option="groups",
+    )
     targets: list[str] = setting(list, "formats to export, each with its default variant", option="targets")
     variants: dict[str, list[str]] = setting(dict, "variants per format, e.g. tflite:fp32,int8", option="variants")
     optimize: list[str] = setting(

@@ -10,6 +10,7 @@ errors, so a typo never silently falls back to a default. Paths in the file are 
 from __future__ import annotations
 
 import dataclasses
+import json
 import tomllib
 from pathlib import Path
 
@@ -26,14 +27,19 @@ from .config import (
 from .core.errors import ConfigError, filesystem_error
 from .plan import parse_variant_specs
 
-PATH_OPTIONS = ("dataset", "out", "cache_dir", "history")
+PATH_OPTIONS = ("dataset", "groups", "out", "cache_dir", "history")
+RECORD_FILE = "build.json"  # in OUT: the settings of the build that made it, read by `imgpipe export`
 TOP_LEVEL = tuple(f.name for f in dataclasses.fields(BuildConfig) if f.name not in (*SECTIONS, "gates"))
 
 
 def make_config(options: dict | None = None, config_file: Path | None = None) -> BuildConfig:
     """Defaults (the embedded dataset's when no dataset is named anywhere), then the file, then the options."""
-    options = {k: v for k, v in (options or {}).items() if v is not None}
     file_data = load_config_file(config_file) if config_file else {}
+    return _config_from(options, file_data, config_file)
+
+
+def _config_from(options: dict | None, file_data: dict, config_file: Path | None) -> BuildConfig:
+    options = {k: v for k, v in (options or {}).items() if v is not None}
     config = BuildConfig()
     embedded = "dataset" not in options and "dataset" not in file_data
     if embedded:
@@ -79,7 +85,10 @@ def apply_options(config: BuildConfig, options: dict) -> BuildConfig:
 
 
 def load_config_file(path: Path) -> dict:
+    """A TOML settings file, or the JSON record a build leaves in OUT (the same tables and keys)."""
     try:
+        if Path(path).suffix == ".json":
+            return json.loads(Path(path).read_text(encoding="utf-8"))
         with open(path, "rb") as f:
             return tomllib.load(f)
     except FileNotFoundError:
@@ -88,6 +97,8 @@ def load_config_file(path: Path) -> dict:
         raise ConfigError(f"{path}: is a folder; --config takes a TOML file") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: not valid TOML ({e}); fix the file") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: not valid JSON ({e}); rebuild, or pass the settings again") from None
     except OSError as e:  # a permission, a file that is not readable
         error = filesystem_error(e)
         if error is None:
@@ -106,6 +117,58 @@ def apply_config_file(config: BuildConfig, data: dict, path: Path) -> BuildConfi
         else:
             valid = sorted([*TOP_LEVEL, *(f"[{s}]" for s in (*SECTIONS, "gates"))])
             raise ConfigError(f"{path}: unknown setting '{key}'; valid: {', '.join(valid)}")
+    return config
+
+
+def recorded_config(config: BuildConfig) -> dict:
+    """`config` as a settings file holds it (absolute paths, no unset values): what `export_config` reads back."""
+    record = {}
+    for key in TOP_LEVEL:
+        value = getattr(config, key)
+        if key in PATH_OPTIONS and value is not None:
+            value = str(Path(value).resolve())
+        if value is not None and key not in ("out", "wait"):
+            record[key] = value
+    for section in SECTIONS:
+        values = {k: v for k, v in dataclasses.asdict(getattr(config, section)).items() if v is not None}
+        if section == "backbone" and config.backbone.weights_file is not None:
+            values["weights"] = str(config.backbone.weights_file.resolve())
+        record[section] = values
+    limits = config.gates.command_line  # the command line's limits win over every table: fold them into each
+    gates = {k: v for k, v in {**dataclasses.asdict(config.gates.default), **limits}.items() if v is not None}
+    for key, table in config.gates.overrides.items():
+        gates[key] = {k: v for k, v in {**table, **limits}.items() if v is not None}
+    record["gates"] = gates
+    return record
+
+
+def export_config(build_folder: Path, options: dict, config_file: Path | None = None) -> BuildConfig:
+    """The settings of the build in `build_folder`, then `config_file`'s, then `options`. New targets or variants
+    replace the recorded formats rather than adding to them; the output goes back into `build_folder` unless
+    --out."""
+    record = Path(build_folder) / RECORD_FILE
+    if not record.is_file():
+        raise ConfigError(
+            f"{record}: not found; {build_folder} is not a finished imgpipe build folder (run imgpipe build --out "
+            f"{build_folder})"
+        )
+    options = {k: v for k, v in options.items() if v is not None}
+    data = load_config_file(record)
+    given = load_config_file(config_file) if config_file else {}
+    if {"targets", "variants"} & (set(options) | set(given)):
+        data.pop("targets", None)
+        data.pop("variants", None)
+        variants = options.get("variants", given.get("variants"))
+        if variants and "targets" not in options and "targets" not in given:  # only the formats named
+            data["targets"] = list(
+                dict.fromkeys(parse_variant_specs(list(variants)) if isinstance(variants, list) else variants)
+            )
+    for key, value in given.items():
+        merged = isinstance(value, dict) and isinstance(data.get(key), dict) and key != "variants"
+        data[key] = {**data[key], **value} if merged else value
+    config = _config_from(options, data, record)
+    if "out" not in options:
+        config.out = Path(build_folder)
     return config
 
 

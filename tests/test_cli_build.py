@@ -291,3 +291,15 @@ def test_version_and_help(capsys):
     with pytest.raises(SystemExit):
         main(["build", "--help"])
     assert "--dataset" in capsys.readouterr().out
+
+
+def test_calibration_is_in_the_manifest_and_both_reports(cli_build):
+    out = cli_build[1]
+    manifest = _manifest(out)
+    calibration = manifest["calibration"]
+    assert calibration["test_ece"] == manifest["reference"]["metrics"]["ece"]
+    assert sum(b["count"] for b in calibration["reliability"]) == manifest["reference"]["metrics"]["samples"]
+    assert calibration["temperature"] == 1.0 or "lowers the validation log-loss" in calibration["why"]
+    assert all(a["metrics"]["ece"] is not None for a in manifest["artifacts"] if a["metrics"]["accuracy"] is not None)
+    assert "## Calibration" in (out / "report.md").read_text()
+    assert "Reliability diagram" in (out / "report.html").read_text()

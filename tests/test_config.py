@@ -199,7 +199,7 @@ def test_every_build_option_states_its_default():
 
 def test_commands_are_listed_in_the_order_a_user_meets_them():
     choices = list(build_parser()._subparsers._group_actions[0].choices)
-    assert choices == ["build", "evaluate", "predict", "inspect", "compare", "history", "bench"]
+    assert choices == ["build", "export", "evaluate", "predict", "inspect", "compare", "history", "bench"]
 
 
 def test_alpha_has_one_default_in_help_and_behaviour():

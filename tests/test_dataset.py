@@ -33,9 +33,10 @@ def _dataset(tmp_path, per_class=5, classes=("a", "b")):
 
 def test_labels_are_sorted_folder_names_and_images_decoded_to_rgb(tmp_path):
     _dataset(tmp_path, classes=("zebra", "apple", "mango"))
-    index = scan_dataset(tmp_path, 32)
+    index = scan_dataset(tmp_path)
     assert index.labels == ["apple", "mango", "zebra"]
-    assert index.images.shape == (15, 32, 32, 3) and index.images.dtype == np.uint8
+    pixels = index.photos(None, 32).decode(range(15))
+    assert pixels.shape == (15, 32, 32, 3) and pixels.dtype == np.uint8
     assert [index.labels[e.label] for e in index.entries] == [e.relpath.split("/")[0] for e in index.entries]
 
 
@@ -49,9 +50,9 @@ def test_every_suffix_and_colour_mode_is_accepted(tmp_path):
         _save(tmp_path / "b" / "bitmap.Bmp", "RGB", format="BMP"),
         _save(tmp_path / "b" / "modern.webp", "RGB", format="WEBP"),
     ]
-    index = scan_dataset(tmp_path, 24)
+    index = scan_dataset(tmp_path)
     assert len(index.entries) == len(files)
-    assert index.images.shape[-1] == 3
+    assert index.photos(None, 24).sample(10).shape == (len(files), 24, 24, 3)
     assert not index.problems
 
 
@@ -68,7 +69,7 @@ def test_unreadable_files_are_reported_and_left_out(tmp_path, caplog):
     _dataset(tmp_path, per_class=3)
     (tmp_path / "a" / "broken.jpg").write_bytes(b"not a jpeg at all")
     (tmp_path / "a" / "notes.txt").write_text("hello")
-    index = scan_dataset(tmp_path, 16)
+    index = scan_dataset(tmp_path)
     assert len(index.entries) == 6
     assert any("broken.jpg" in p for p in index.problems)
     assert any("notes.txt" in p for p in index.problems)
@@ -89,12 +90,12 @@ def test_unusable_datasets_are_clear_errors(tmp_path, setup, fragment):
     root.mkdir()
     setup(root)
     with pytest.raises(DatasetError, match=fragment):
-        scan_dataset(root, 16)
+        scan_dataset(root)
 
 
 def test_missing_folder_names_the_path(tmp_path):
     with pytest.raises(DatasetError, match="nowhere"):
-        scan_dataset(tmp_path / "nowhere", 16)
+        scan_dataset(tmp_path / "nowhere")
 
 
 def test_split_of_a_file_does_not_change_when_the_dataset_grows():
@@ -116,29 +117,29 @@ def test_every_class_with_three_images_gets_val_and_test(tmp_path):
     for c in "abcdefgh":
         for i in range(3):
             _save(tmp_path / c / f"{i}.png", size=(8, 8))
-    index = scan_dataset(tmp_path, 8)
+    index = scan_dataset(tmp_path)
     for counts in index.counts().values():
         assert counts["train"] >= 1 and counts["val"] >= 1 and counts["test"] >= 1
 
 
 def test_digest_changes_with_content_and_not_with_scan_order(tmp_path):
     _dataset(tmp_path)
-    first = scan_dataset(tmp_path, 16).digest
-    assert scan_dataset(tmp_path, 16).digest == first
+    first = scan_dataset(tmp_path).digest
+    assert scan_dataset(tmp_path).digest == first
     _save(tmp_path / "a" / "a0.png", size=(41, 30))
-    assert scan_dataset(tmp_path, 16).digest != first
+    assert scan_dataset(tmp_path).digest != first
 
 
 def test_identical_files_across_classes_are_flagged(tmp_path):
     _dataset(tmp_path)
     (tmp_path / "b" / "copy.png").write_bytes((tmp_path / "a" / "a0.png").read_bytes())
-    index = scan_dataset(tmp_path, 16)
+    index = scan_dataset(tmp_path)
     assert any("different classes" in p and "copy.png" in p for p in index.problems)
 
 
 def test_bad_split_fractions_are_rejected(tmp_path):
     with pytest.raises(ConfigError, match="add up to 1"):
-        scan_dataset(tmp_path, 16, SplitFractions(0.5, 0.1, 0.1))
+        scan_dataset(tmp_path, SplitFractions(0.5, 0.1, 0.1))
 
 
 def test_nested_folders_keep_distinct_identities_and_splits(tmp_path):
@@ -146,8 +147,8 @@ def test_nested_folders_keep_distinct_identities_and_splits(tmp_path):
     for c in ("daisy", "roses"):
         for i in range(4):
             _save(tmp_path / c / "2019" / f"{c}{i}.png")
-        _save(tmp_path / c / "2019" / "x.png", size=(40 + len(c), 30))
-    index = scan_dataset(tmp_path, 16)
+        _save(tmp_path / c / "2019" / "x.png", size=(41 if c == "daisy" else 43, 30))
+    index = scan_dataset(tmp_path)
     paths = [e.relpath for e in index.entries]
     assert {"daisy/2019/x.png", "roses/2019/x.png"} <= set(paths) and len(set(paths)) == len(paths)
     splits = dict(zip(paths, assign_splits(paths, [e.label for e in index.entries], SplitFractions())))
@@ -157,7 +158,7 @@ def test_nested_folders_keep_distinct_identities_and_splits(tmp_path):
 def test_unknown_classes_are_rejected_when_evaluating_against_known_labels(tmp_path):
     _dataset(tmp_path, classes=("a", "b", "c"))
     with pytest.raises(DatasetError, match="c are not among"):
-        scan_dataset(tmp_path, 16, allowed_labels=["a", "b"])
+        scan_dataset(tmp_path, allowed_labels=["a", "b"])
 
 
 def test_two_photos_with_the_same_nested_name_get_their_own_splits(tmp_path):
@@ -174,8 +175,8 @@ def test_two_photos_with_the_same_nested_name_get_their_own_splits(tmp_path):
     for c in ("daisy", "roses"):
         for i in range(3):
             _save(tmp_path / c / f"{c}{i}.png")
-        _save(tmp_path / c / "2019" / name, size=(40 + len(c), 30))
-    splits = {e.relpath: e.split for e in scan_dataset(tmp_path, 16).entries}
+        _save(tmp_path / c / "2019" / name, size=(41 if c == "daisy" else 43, 30))
+    splits = {e.relpath: e.split for e in scan_dataset(tmp_path).entries}
     assert splits[f"daisy/2019/{name}"] != splits[f"roses/2019/{name}"]
 
 
@@ -192,7 +193,7 @@ def test_a_folder_link_back_to_the_dataset_is_neither_a_class_nor_more_images(tm
     (tmp_path / "loop").symlink_to(".")
     (tmp_path / "a" / "again").symlink_to("..")
     (tmp_path / "a" / "self").symlink_to(".")
-    index = scan_dataset(tmp_path, 16)
+    index = scan_dataset(tmp_path)
     assert index.labels == ["a", "b"] and len(index.entries) == 10
     assert "back to the dataset folder" in _problem(index, "loop")
     assert "back to the dataset folder" in _problem(index, "a/again")
@@ -203,7 +204,7 @@ def test_a_file_link_inside_the_dataset_is_one_image_not_two(tmp_path):
     _dataset(tmp_path)
     (tmp_path / "a" / "alias.png").symlink_to("a0.png")
     (tmp_path / "b" / "a0_as_b.png").symlink_to("../a/a1.png")  # the same photo under another label
-    index = scan_dataset(tmp_path, 16)
+    index = scan_dataset(tmp_path)
     paths = sorted(e.relpath for e in index.entries)
     assert len(paths) == 10 and "a/a0.png" in paths and "a/a1.png" in paths
     assert "a/alias.png" not in paths and "b/a0_as_b.png" not in paths
@@ -218,7 +219,7 @@ def test_links_that_leave_the_dataset_are_reported_and_left_out(tmp_path):
     (data / "a" / "more").symlink_to(outside / "c")
     (data / "c").symlink_to(outside / "c")  # a whole class from elsewhere
     (data / "b" / "gone.png").symlink_to(data / "b" / "missing.png")
-    index = scan_dataset(data, 16)
+    index = scan_dataset(data)
     assert index.labels == ["a", "b"] and len(index.entries) == 10
     for path in ("a/secret.png", "a/more", "c"):
         assert "outside the dataset folder, left out" in _problem(index, path)
@@ -236,7 +237,7 @@ def test_links_inside_the_dataset_are_followed(tmp_path):
     (tmp_path / "c").symlink_to(".raw/c")
     (tmp_path / "a" / "extra").symlink_to("../.raw/extra")
     (tmp_path / "b" / "stolen").symlink_to("../a")
-    index = scan_dataset(tmp_path, 16)
+    index = scan_dataset(tmp_path)
     assert index.labels == ["a", "b", "c"]
     paths = {e.relpath for e in index.entries}
     assert {"c/c0.png", "a/extra/e2.png"} <= paths and len(paths) == 16

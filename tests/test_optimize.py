@@ -17,7 +17,7 @@ from imgpipe.pipeline.config import PruneConfig, QatConfig
 from imgpipe.pipeline.core.errors import DatasetError
 from imgpipe.pipeline.core.preprocessing import Preprocessing
 from imgpipe.pipeline.core.tf_runtime import load_tensorflow
-from imgpipe.pipeline.data.dataset import LabelledImages, SplitData
+from imgpipe.pipeline.data.photos import Photos, TrainingData
 from imgpipe.pipeline.optimize.prune import prune_model, sparsity_report
 from imgpipe.pipeline.optimize.qat import qat_model
 
@@ -31,8 +31,8 @@ PRUNE = PruneConfig(target_sparsity=TARGET_SPARSITY, epochs=4, learning_rate=3e-
 QAT = QatConfig(epochs=1, learning_rate=3e-5, batch_size=16, augment=False)
 
 
-def _split(images, labels) -> SplitData:
-    return SplitData(LabelledImages(images, labels, []), LabelledImages(images[:0], labels[:0], []))
+def _split(images, labels) -> TrainingData:
+    return TrainingData(Photos.from_array(images, labels), Photos.from_array(images[:0], labels[:0]))
 
 
 def _weights_snapshot(model) -> list[np.ndarray]:

@@ -33,7 +33,14 @@ from imgpipe.pipeline.core.errors import BusyError
 from imgpipe.pipeline.core.signals import Terminated, signals_held, stop_on_sigterm
 
 BUNDLE_FILES = ("manifest.json", "SHA256SUMS", "android/model.tflite", "ios/M.mlpackage/Data/weight.bin")
-ENTRY_FILES = {"report.md": None, "report.html": None, "metrics.json": None, "logs": "head/events", "keras": "m.keras"}
+ENTRY_FILES = {
+    "report.md": None,
+    "report.html": None,
+    "metrics.json": None,
+    "build.json": None,
+    "logs": "head/events",
+    "keras": "m.keras",
+}
 
 
 class Killed(BaseException):

@@ -48,15 +48,16 @@ def test_per_tensor_onnx_quantization_would_have_collapsed(flowers_build, tmp_pa
     from imgpipe.exporters.onnx.quantize import quantize
     from imgpipe.pipeline.core.preprocessing import Preprocessing
     from imgpipe.pipeline.data.dataset import scan_dataset
-    from imgpipe.pipeline.data.sampling import spread_evenly
+    from imgpipe.pipeline.verify.verify import predict_batched
 
     manifest, root = flowers_build
     pre = Preprocessing.from_dict(manifest["preprocessing"])
-    index = scan_dataset(FLOWERS, pre.image_size)
-    calibration = spread_evenly(index.split("train").images, 100)
-    test = index.split("test")
+    index = scan_dataset(FLOWERS)
+    calibration = index.photos("train", pre.image_size).sample(100)
+    test = index.photos("test", pre.image_size, tmp_path)
     per_tensor = tmp_path / "per_tensor.onnx"
     quantize(root / "out" / "bundle" / "onnx" / "model.onnx", per_tensor, calibration, pre, per_channel=False)
-    accuracy = float((onnx_exporter.open_runner(per_tensor, pre).predict(test.images).argmax(1) == test.labels).mean())
+    probs = predict_batched(onnx_exporter.open_runner(per_tensor, pre), test)
+    accuracy = float((probs.argmax(1) == test.labels).mean())
     per_channel = _by_variant(manifest)[("onnx", "int8")]["accuracy"]
     assert per_channel - accuracy >= 0.2, f"per-channel {per_channel:.2f} vs per-tensor {accuracy:.2f}"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -21,6 +22,7 @@ VOLATILE_MANIFEST_FIELDS = {
     "created",
     "timings",
     "training.features_computed",  # the first build computed the features, the second read them from the cache
+    "training.features_engine",  # ... so the second names no engine
     *(
         f"{where}[].metrics.{timing}"
         for where in ("artifacts", "rejected")
@@ -45,9 +47,16 @@ def differing_fields(a, b, path: str = "") -> set[str]:
 
 @pytest.fixture(scope="module")
 def built_twice(cli_build, tiny_backbone_weights):
+    """The shared build made again from the same photos, settings and feature cache, but with no stage cache, so
+    training and every export really run a second time."""
     code, out, _ = cli_build
-    again = out.parent / "again"
-    assert main(cli_build_args(out.parent, tiny_backbone_weights, again)) == code == 0
+    root = out.parent.parent / f"{out.parent.name}-again"
+    root.mkdir()
+    (root / "data").symlink_to(out.parent / "data")
+    (root / "imgpipe.toml").symlink_to(out.parent / "imgpipe.toml")
+    shutil.copytree(out.parent / "cache", root / "cache", ignore=lambda folder, names: ["stages"])
+    again = root / "out"
+    assert main(cli_build_args(root, tiny_backbone_weights, again)) == code == 0
     return out, again
 
 

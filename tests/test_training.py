@@ -12,10 +12,11 @@ from imgpipe.pipeline.config import ARCHITECTURES, BackboneSpec, TrainConfig
 from imgpipe.pipeline.core.errors import ConfigError, WeightsError
 from imgpipe.pipeline.core.preprocessing import Preprocessing
 from imgpipe.pipeline.core.tf_runtime import load_tensorflow
-from imgpipe.pipeline.data.dataset import LabelledImages, SplitData
-from imgpipe.pipeline.training.features import model_key
-from imgpipe.pipeline.training.model import build_classifier
-from imgpipe.pipeline.training.train import train_classifier
+from imgpipe.pipeline.data.photos import Photos, TrainingData
+from imgpipe.pipeline.training import litert_backbone
+from imgpipe.pipeline.training.features import cached_features, model_key
+from imgpipe.pipeline.training.model import build_classifier, feature_extractor
+from imgpipe.pipeline.training.train import backbone_features, new_classifier, train_classifier
 from imgpipe.pipeline.training.weights import resolve_backbone
 
 pytestmark = pytest.mark.slow
@@ -37,7 +38,16 @@ def split_data():
     train, train_y = make_pattern_images(8, seed=1)
     val, val_y = make_pattern_images(3, seed=2)
     hashes = lambda imgs: [hashlib.sha256(img.tobytes()).hexdigest() for img in imgs]  # noqa: E731
-    return SplitData(LabelledImages(train, train_y, hashes(train)), LabelledImages(val, val_y, hashes(val)))
+    return TrainingData(Photos.from_array(train, train_y, hashes(train)), Photos.from_array(val, val_y, hashes(val)))
+
+
+def _train(spec, config, data, pre, cache, logs):
+    """What a build does: features of the train and val photos, then the head (and fine-tuning)."""
+    model = new_classifier(spec, config, 3)
+    train_f = backbone_features(model, data.train, spec, pre, cache)
+    val_f = backbone_features(model, data.val, spec, pre, cache)
+    result = train_classifier(model, spec, config, data, pre, logs, (train_f.values, val_f.values))
+    return result, train_f.computed + val_f.computed
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
@@ -56,13 +66,13 @@ def test_pretrained_path_caches_bottlenecks_and_fine_tunes(no_top_weights, split
     spec = BackboneSpec("mobilenet_v2", 0.35, TINY_SIZE, str(no_top_weights))
     config = TrainConfig(epochs=2, fine_tune_epochs=1, fine_tune_layers=10, batch_size=8)
     pre = Preprocessing(TINY_SIZE)
-    first = train_classifier(spec, config, split_data, 3, pre, tmp_path / "cache", tmp_path / "logs")
-    assert first.features_computed == len(split_data.train) + len(split_data.val)
+    first, computed = _train(spec, config, split_data, pre, tmp_path / "cache", tmp_path / "logs")
+    assert computed == len(split_data.train) + len(split_data.val)
     assert set(first.history) == {"head", "fine_tune"}
     assert len(first.history["head"]["loss"]) <= 2 and "val_loss" in first.history["head"]
     assert list((tmp_path / "logs").glob("*/train/events.out.tfevents*")), "TensorBoard logs per phase"
-    second = train_classifier(spec, config, split_data, 3, pre, tmp_path / "cache", tmp_path / "logs2")
-    assert second.features_computed == 0, "a rebuild reads every feature from the cache"
+    second, computed = _train(spec, config, split_data, pre, tmp_path / "cache", tmp_path / "logs2")
+    assert computed == 0, "a rebuild reads every feature from the cache"
     for a, b in zip(first.model.get_weights(), second.model.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b, "same seed, same weights: head and augmented fine-tune are repeatable")
 
@@ -70,18 +80,26 @@ def test_pretrained_path_caches_bottlenecks_and_fine_tunes(no_top_weights, split
 def test_head_weights_reach_the_full_model(no_top_weights, split_data, tmp_path):
     """The head trained on cached features must be the one inside the exported model."""
     spec = BackboneSpec("mobilenet_v2", 0.35, TINY_SIZE, str(no_top_weights))
-    result = train_classifier(
-        spec,
-        TrainConfig(epochs=3, batch_size=8),
-        split_data,
-        3,
-        Preprocessing(TINY_SIZE),
-        tmp_path / "cache",
-        tmp_path / "logs",
+    result, _ = _train(
+        spec, TrainConfig(epochs=3, batch_size=8), split_data, Preprocessing(TINY_SIZE), tmp_path / "cache", tmp_path
     )
     kernel, _ = result.model.get_layer("probabilities").get_weights()
     fresh = build_classifier(spec, 3)
     assert not np.allclose(kernel, fresh.get_layer("probabilities").get_weights()[0])
+
+
+def test_litert_backbone_gives_the_keras_features(no_top_weights, split_data, tmp_path, monkeypatch):
+    """Many photos to compute go through the backbone converted for LiteRT; its features are Keras' within the
+    module's tolerance, and the converted file is cached for the next build."""
+    spec = resolve_backbone(BackboneSpec("mobilenet_v2", 0.35, TINY_SIZE, str(no_top_weights)))
+    pre = Preprocessing(TINY_SIZE)
+    extractor = feature_extractor(build_classifier(spec, 3))
+    graph = cached_features(extractor, split_data.train, tmp_path / "graph", pre)
+    monkeypatch.setattr(litert_backbone, "WORTH_CONVERTING", 1)
+    converted = cached_features(extractor, split_data.train, tmp_path / "litert", pre)
+    assert (graph.engine, converted.engine) == ("tensorflow graph", "litert (xnnpack)")
+    assert converted.conversion_seconds > 0 and (tmp_path / "litert" / litert_backbone.FILE).is_file()
+    np.testing.assert_allclose(converted.values, graph.values, atol=litert_backbone.TOLERANCE)
 
 
 def test_cache_key_follows_weights_content(no_top_weights, tmp_path):

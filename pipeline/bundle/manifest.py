@@ -78,6 +78,7 @@ def _cpu_model() -> str | None:
 
 METRIC_KEYS = (
     "accuracy",
+    "ece",
     "accuracy_drop",
     "macro_f1",
     "log_loss",
@@ -134,7 +135,9 @@ def build_manifest(
     reference: dict,
     training: dict,
     optimizations: dict,
+    calibration: dict,
     timings: dict,
+    stages: dict,
     artifacts: list[dict],
     rejected: list[dict],
 ) -> dict:
@@ -152,7 +155,9 @@ def build_manifest(
         "reference": {"format": "keras", "variant": "float", "metrics": reference},
         "training": training,
         "optimizations": optimizations,
+        "calibration": calibration,  # temperature folded into the head, ECE, the reliability diagram's bins
         "timings": timings,
+        "stages": stages,  # per stage: its cache key and whether this build reused it
         "artifacts": artifacts,
         "rejected": rejected,
     }

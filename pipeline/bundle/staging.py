@@ -2,7 +2,7 @@
 
 Everything a build writes goes into a hidden staging folder inside OUT (the same filesystem). Only a complete,
 verified build is published, by exchanging each published entry (`bundle/`, the reports, `metrics.json`, `logs/`,
-`keras/`) with its staged replacement:
+`keras/`, `build.json`) with its staged replacement:
 
 - Linux `renameat2(RENAME_EXCHANGE)`, macOS `renamex_np(RENAME_SWAP)`: one system call swaps the two names, so at
   every instant OUT/bundle is a complete bundle, old or new, and it stays a real folder (a CI job that copies it
@@ -38,7 +38,7 @@ from ..core.files import prepare_folder, write_text_atomic
 from ..core.signals import Terminated, signals_held
 from .lock import PUBLISH_LOCK, FileLock, lock_build
 
-PUBLISHED_ENTRIES = ("bundle", "report.md", "report.html", "metrics.json", "logs", "keras")
+PUBLISHED_ENTRIES = ("bundle", "report.md", "report.html", "metrics.json", "logs", "keras", "build.json")
 STAGING_PREFIX = ".imgpipe-staging-"
 PREVIOUS = ".imgpipe-previous"
 DISCARD_PREFIX = ".imgpipe-discard-"

@@ -102,6 +102,19 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true", help="print the build's result as JSON instead of the table")
     b.set_defaults(handler=_cmd_build)
 
+    x = command(
+        "export",
+        "re-export a finished build to other formats or variants without training",
+        description="Export the model of a finished build again: new --targets or --variants replace the build's "
+        "formats, any other option changes what it says. Training, and every artifact whose inputs are unchanged, "
+        "come from the stage cache; each artifact is verified on the build's test photos, so the dataset must "
+        "still be there. Writes into BUILD unless --out is given.",
+    )
+    x.add_argument("build_folder", type=Path, metavar="BUILD", help="the folder a build wrote (its --out)")
+    add_build_options(x)
+    x.add_argument("--json", action="store_true", help="print the result as JSON instead of the table")
+    x.set_defaults(handler=_cmd_export)
+
     e = command("evaluate", "run every artifact of a bundle on another labelled folder")
     e.add_argument("bundle", type=Path, help="bundle folder (OUT/bundle) with manifest.json")
     e.add_argument("--dataset", type=Path, required=True, help="folder with one sub-folder per class")
@@ -147,25 +160,46 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_build(args) -> int:
-    from ..bundle.lock import refuse_if_held
-    from ..plan import plan_artifacts
     from ..settings import make_config
     from .build_options import given_options
 
+    def run():
+        from ..api import build
+
+        return build(config=args.config, **given_options(args))
+
+    return _run_build(args, make_config(given_options(args), args.config), run)
+
+
+def _cmd_export(args) -> int:
+    from ..settings import export_config
+    from .build_options import given_options
+
+    def run():
+        from ..api import export
+
+        return export(args.build_folder, config=args.config, **given_options(args))
+
+    return _run_build(args, export_config(args.build_folder, given_options(args), args.config), run)
+
+
+def _run_build(args, config, run) -> int:
+    """Check `config` before TensorFlow loads, then `run()` the build and print its result."""
+    from ..bundle.lock import refuse_if_held
+    from ..plan import plan_artifacts
+
     # What can be refused is refused before TensorFlow loads (seconds): bad options, and an OUT another build holds.
-    config = make_config(given_options(args), args.config)
     config.validate()
     plan_artifacts(config)
     if not config.wait:
         refuse_if_held(config.out)
 
-    from ..api import build
     from ..history.compare import format_versus
     from ..reports.summary import build_summary, format_summary
     from ..reports.table import artifact_rows, format_table, unavailable_notes
     from ..verify.gates import GATE_FAILURE_EXIT_CODE
 
-    result = build(config=args.config, **given_options(args))
+    result = run()
     manifest = result.manifest
     summary = build_summary(manifest, result.out, result.seconds)
     versus = format_versus(result.versus) if result.versus else []

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,15 +40,16 @@ def evaluate_bundle(bundle: Path, dataset: Path) -> Evaluation:
     manifest = read_manifest(bundle)
     labels = manifest["labels"]
     preprocessing = Preprocessing.from_dict(manifest["preprocessing"])
-    index = scan_dataset(dataset, preprocessing.image_size, ALL_FOR_EVALUATION, allowed_labels=labels)
-    photos = index.split("train")
+    index = scan_dataset(dataset, ALL_FOR_EVALUATION, allowed_labels=labels)
     artifacts = [Artifact.from_entry(e, bundle, labels, preprocessing) for e in manifest["artifacts"]]
-    reference = _reference(artifacts, photos, labels)
-    verifications = []
-    for artifact in artifacts:
-        log.info(f"evaluating {artifact.name} on {len(photos)} images")
-        verifications.append(verify_artifact(artifact, photos.images, photos.labels, labels, reference))
-    add_latencies(verifications, photos.images[:1], LatencyConfig())
+    with tempfile.TemporaryDirectory(prefix="imgpipe-evaluate-") as work:
+        photos = index.photos(None, preprocessing.image_size, Path(work))
+        reference = _reference(artifacts, photos, labels)
+        verifications = []
+        for artifact in artifacts:
+            log.info(f"evaluating {artifact.name} on {len(photos)} images")
+            verifications.append(verify_artifact(artifact, photos, photos.labels, labels, reference))
+        add_latencies(verifications, photos.decode([0]), LatencyConfig())
     entries = []
     for artifact, v in zip(artifacts, verifications):
         entry = {
@@ -78,7 +80,7 @@ def _reference(artifacts: list[Artifact], photos, labels: list[str]) -> Referenc
     for artifact in candidates:
         runner = open_runner(artifact.format, artifact.path, artifact.preprocessing)
         if runner.can_predict:
-            probs = predict_batched(runner, photos.images)
+            probs = predict_batched(runner, photos)
             return Reference(artifact.name, probs, classification_metrics(probs, photos.labels, labels))
     return None
 

@@ -7,6 +7,7 @@ aside and swapped in the same way.
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import os
@@ -38,6 +39,8 @@ def write_atomic(dest: Path, write: Callable[[BinaryIO], None], mode: int = 0o64
     except BaseException as e:
         Path(tmp).unlink(missing_ok=True)  # a full disk leaves no truncated file behind
         if isinstance(e, OSError) and e.filename is None:  # write() errors name no file: this one
+            if e.errno is None:  # numpy's short write ("1280 requested and 992 written"): the disk is full
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dest)) from e
             raise OSError(e.errno, e.strerror, str(dest)) from e
         raise
     return dest

@@ -16,34 +16,11 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 from .version import __version__, library_versions
 
-LIBRARIES = (
-    "tensorflow",
-    "tf_keras",
-    "tensorflow-model-optimization",
-    "ai-edge-litert",
-    "onnx",
-    "tf2onnx",
-    "onnxruntime",
-    "coremltools",
-    "numpy",
-    "pillow",
-)
 COMPLETE = "complete"  # written last inside an entry
-
-
-def library_fingerprint() -> dict[str, str | None]:
-    versions = {}
-    for name in LIBRARIES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
 
 
 def stage_key(stage: str, **parts) -> str:
@@ -55,6 +32,9 @@ def stage_key(stage: str, **parts) -> str:
 
 @dataclass
 class StageCache:
+    """Entries under `root/<stage>/<key>/`. An entry is never changed once complete; deleting the folder (or the
+    whole cache) only costs recomputation."""
+
     root: Path
 
     def lookup(self, stage: str, key: str) -> Path | None:

@@ -11,8 +11,8 @@ import json
 import logging
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field, replace
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -20,7 +20,10 @@ from ..config import SplitFractions
 from ..core.console import progress_bar
 from ..core.errors import DatasetError
 from ..core.files import write_text_atomic
-from ..core.preprocessing import IMAGE_SUFFIXES, decode_image_bytes, unreadable_reason
+from ..core.preprocessing import IMAGE_SUFFIXES, unreadable_reason
+from .decode import WORKERS, FileCheck, check_bytes
+from .near_duplicates import groups_of, hash_pairs
+from .photos import Photos, TrainingData
 
 SPLITS = ("train", "val", "test")
 log = logging.getLogger(__name__)
@@ -32,46 +35,34 @@ class ImageEntry:
     label: int
     sha256: str
     split: str
-
-
-@dataclass
-class LabelledImages:
-    """One split's decoded images with their labels and file hashes (the feature cache's keys), in scan order."""
-
-    images: np.ndarray  # uint8 (N, S, S, 3)
-    labels: np.ndarray  # int64 (N,)
-    hashes: list[str]
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-
-@dataclass
-class SplitData:
-    """What training reads: the train and val splits, taken once per build."""
-
-    train: LabelledImages
-    val: LabelledImages
+    group: str = ""  # photos of one group share a split (a groups file's key, or a near-duplicate's)
+    phash: int | None = None
 
 
 @dataclass
 class DatasetIndex:
+    """What a scan found: labels, one entry per readable photo (in class order) with its split, and problems.
+    No pixels: each stage decodes what it needs (`photos`)."""
+
     root: Path
     labels: list[str]
     entries: list[ImageEntry]
-    images: np.ndarray  # uint8 (N, S, S, 3), decoded once, in `entries` order
     problems: list[str] = field(default_factory=list)
 
-    def split(self, name: str) -> LabelledImages:
-        idx = [i for i, e in enumerate(self.entries) if e.split == name]
-        return LabelledImages(
-            self.images[idx],
-            np.array([self.entries[i].label for i in idx], dtype=np.int64),
-            [self.entries[i].sha256 for i in idx],
+    def photos(self, split: str | None, image_size: int, work_dir: Path | None = None) -> Photos:
+        """The photos of one split (every photo with None), in scan order."""
+        chosen = [e for e in self.entries if split is None or e.split == split]
+        return Photos(
+            np.array([e.label for e in chosen], dtype=np.int64),
+            [e.sha256 for e in chosen],
+            image_size,
+            [self.root / e.relpath for e in chosen],
+            work_dir,
+            split or "all",
         )
 
-    def training_data(self) -> SplitData:
-        return SplitData(self.split("train"), self.split("val"))
+    def training_data(self, image_size: int, work_dir: Path | None = None) -> TrainingData:
+        return TrainingData(self.photos("train", image_size, work_dir), self.photos("val", image_size, work_dir))
 
     @property
     def digest(self) -> str:
@@ -80,6 +71,25 @@ class DatasetIndex:
         for e in sorted(self.entries, key=lambda e: e.relpath):
             h.update(f"{e.relpath}\0{e.sha256}\0{self.labels[e.label]}\n".encode())
         return h.hexdigest()
+
+    def split_digest(self, split: str) -> str:
+        """Identifies one split's labelled content: what a stage reading only that split depends on."""
+        h = hashlib.sha256()
+        for e in self.entries:
+            if e.split == split:
+                h.update(f"{e.sha256}\0{e.label}\n".encode())
+        return h.hexdigest()
+
+    def check_splits(self, fractions: SplitFractions) -> None:
+        """A wanted split with no photo at all (few photos, or groups too big to spread) stops the build here,
+        before training, rather than as a Keras error about empty data."""
+        for split in ("val", "test"):
+            if getattr(fractions, split) > 0 and not any(e.split == split for e in self.entries):
+                groups = len({e.group for e in self.entries})
+                raise DatasetError(
+                    f"{self.root}: no photo landed in the {split} split ({len(self.entries)} photos in {groups} "
+                    "groups); add photos, or use smaller groups in the groups file"
+                )
 
     def counts(self) -> dict[str, dict[str, int]]:
         c = Counter((self.labels[e.label], e.split) for e in self.entries)
@@ -95,17 +105,37 @@ class DatasetIndex:
             "problems": list(self.problems),
         }
 
+    def regrouped(self, fractions: SplitFractions, pairs: list[tuple[int, int]], why: str) -> DatasetIndex:
+        """The same photos with `pairs` (entry indices) joined into groups, and the splits that follow."""
+        groups = [e.group for e in self.entries]
+        joined = groups_of(len(groups), pairs)
+        members: dict[int, list[int]] = {}
+        for i, root in enumerate(joined):
+            members.setdefault(root, []).append(i)
+        for indices in members.values():
+            if len(indices) > 1:
+                key = min(groups[i] for i in indices)
+                for i in indices:
+                    groups[i] = key
+        entries = _with_splits(self.entries, groups, fractions)
+        problems = list(self.problems) + _near_duplicate_notes(entries, pairs, why)
+        return DatasetIndex(self.root, self.labels, entries, problems)
+
 
 def scan_dataset(
     root: Path,
-    image_size: int,
     fractions: SplitFractions = SplitFractions(),
     allowed_labels: list[str] | None = None,
+    groups_file: Path | None = None,
+    checked: dict[str, FileCheck] | None = None,
 ) -> DatasetIndex:
-    """Find, decode and split every image under `root/<class>/`.
+    """Find, check and split every image under `root/<class>/`, keeping no pixels.
 
     `allowed_labels` (evaluation of an existing bundle) keeps the bundle's label order and makes any other
     class folder an error. Unreadable files are reported and left out rather than failing the whole build.
+    `groups_file` (CSV `path,group`) keeps each group of photos in one split; photos whose perceptual hashes are
+    within HASH_DISTANCE are grouped too. `checked` holds earlier checks by file hash (the build's cache), which
+    are not redone; new ones are added to it.
     """
     fractions.check()
     root = Path(root)
@@ -114,34 +144,77 @@ def scan_dataset(
     problems: list[str] = []
     files_by_class = find_images(root, problems)
     labels = _choose_labels(root, files_by_class, allowed_labels)
-
     candidates = [(f, labels.index(name)) for name in sorted(files_by_class) for f in files_by_class[name]]
-    decoded = _decode_all([f for f, _ in candidates], image_size)
+    results = _check_all([f for f, _ in candidates], {} if checked is None else checked)
 
-    kept: list[tuple[Path, int, np.ndarray, str]] = []
+    kept: list[tuple[Path, int, FileCheck]] = []
     unreadable = []
-    for (path, label), (pixels, sha, error) in zip(candidates, decoded):
-        if error:
-            unreadable.append(f"{path.relative_to(root).as_posix()}: {error}")
+    for (path, label), check in zip(candidates, results):
+        if check.error:
+            unreadable.append(f"{path.relative_to(root).as_posix()}: {check.error}")
         else:
-            kept.append((path, label, pixels, sha))
+            kept.append((path, label, check))
     if unreadable:
         problems.extend(f"unreadable, left out: {u}" for u in unreadable)
         log.warning(f"{len(unreadable)} unreadable file(s) left out:\n  " + "\n  ".join(unreadable))
 
-    _check_class_sizes(root, labels, kept, allowed_labels is not None)
-    relpaths = [p.relative_to(root).as_posix() for p, _, _, _ in kept]
-    splits = assign_splits(relpaths, [lab for _, lab, _, _ in kept], fractions)
-    entries = [ImageEntry(rel, lab, sha, split) for rel, (_, lab, _, sha), split in zip(relpaths, kept, splits)]
-    problems.extend(_duplicate_problems(entries, labels))
-    images = np.stack([px for _, _, px, _ in kept]) if kept else np.zeros((0, image_size, image_size, 3), np.uint8)
-    return DatasetIndex(root, labels, entries, images, problems)
+    _check_class_sizes(root, labels, [label for _, label, _ in kept], allowed_labels is not None)
+    relpaths = [p.relative_to(root).as_posix() for p, _, _ in kept]
+    declared = read_groups_file(groups_file, root) if groups_file else {}
+    unknown = sorted(set(declared) - set(relpaths))
+    if unknown:
+        problems.append(
+            f"groups file {groups_file}: {len(unknown)} path(s) not in the dataset, e.g. {unknown[0]} "
+            "(paths are relative to the dataset folder)"
+        )
+    entries = [
+        ImageEntry(rel, label, check.sha256, "", declared.get(rel, rel), check.phash)
+        for rel, (_, label, check) in zip(relpaths, kept)
+    ]
+    pairs = hash_pairs(np.array([e.phash or 0 for e in entries], dtype=np.uint64))
+    index = DatasetIndex(root, labels, _with_splits(entries, [e.group for e in entries], fractions), problems)
+    index = index.regrouped(fractions, pairs, "perceptual hash")
+    index.problems.extend(_duplicate_problems(index.entries, labels))
+    return index
 
 
-def assign_splits(relpaths: list[str], labels: list[int], fractions: SplitFractions) -> list[str]:
-    """Split per file by a stable hash of its path, then make sure every class with >= 3 images has at least
-    one val and one test image (when those splits are wanted) by moving its highest-hash train images."""
-    scores = [_stable_unit(r) for r in relpaths]
+def _with_splits(entries: list[ImageEntry], groups: list[str], fractions: SplitFractions) -> list[ImageEntry]:
+    splits = assign_splits([e.relpath for e in entries], [e.label for e in entries], fractions, groups)
+    return [replace(e, split=s, group=g) for e, s, g in zip(entries, splits, groups)]
+
+
+def _check_all(paths: list[Path], checked: dict[str, FileCheck]) -> list[FileCheck]:
+    """Every file's check, in parallel; a file whose hash was checked before is only hashed."""
+
+    def check(path: Path) -> FileCheck:
+        try:
+            data = path.read_bytes()
+        except PermissionError:
+            raise  # a permission the user can fix: the build stops with one line naming the file
+        except OSError as e:
+            return FileCheck("", unreadable_reason(e), None)
+        sha = hashlib.sha256(data).hexdigest()
+        return checked.get(sha) or check_bytes(sha, data)
+
+    with ThreadPoolExecutor(max_workers=WORKERS) as pool, progress_bar("checking photos", len(paths)) as advance:
+        results = []
+        for result in pool.map(check, paths):
+            results.append(result)
+            if result.sha256 and result.sha256 not in checked:
+                checked[result.sha256] = result
+            advance(1)
+        return results
+
+
+def assign_splits(
+    relpaths: list[str], labels: list[int], fractions: SplitFractions, groups: list[str] | None = None
+) -> list[str]:
+    """Split by a stable hash of each photo's group (its own path unless it belongs to a group), so a group stays
+    together and a photo keeps its split as the dataset grows; then make sure every class with >= 3 images has
+    at least one val and one test image (when those splits are wanted) by moving a whole group of it, the one
+    with the highest hash, out of train."""
+    groups = groups or relpaths
+    scores = [_stable_unit(g) for g in groups]
     splits = [_split_for(s, fractions) for s in scores]
     wanted = [s for s in ("val", "test") if getattr(fractions, s) > 0]
     for label in sorted(set(labels)):
@@ -151,10 +224,43 @@ def assign_splits(relpaths: list[str], labels: list[int], fractions: SplitFracti
         for split in wanted:
             if any(splits[i] == split for i in members):
                 continue
-            donors = sorted((i for i in members if splits[i] == "train"), key=lambda i: scores[i], reverse=True)
-            if len(donors) > 1:
-                splits[donors[0]] = split
+            in_train = {groups[i] for i in members if splits[i] == "train"}
+            movable = [g for g in in_train if all(splits[j] == "train" for j, gj in enumerate(groups) if gj == g)]
+            if len(in_train) > 1 and movable:
+                chosen = max(movable, key=_stable_unit)
+                for j, g in enumerate(groups):
+                    if g == chosen:
+                        splits[j] = split
     return splits
+
+
+def read_groups_file(path: Path, root: Path) -> dict[str, str]:
+    """CSV `path,group` (a header row is allowed): photos of one group, a photographer, a patient, a device, go
+    to one split. Paths are relative to the dataset folder."""
+    import csv
+
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = [row for row in csv.reader(f) if row and not row[0].startswith("#")]
+    except OSError as e:
+        raise DatasetError(
+            f"{path}: cannot read the groups file ({e.strerror or e}); pass a CSV of path,group"
+        ) from None
+    if rows and rows[0][:2] == ["path", "group"]:
+        rows = rows[1:]
+    bad = [i for i, row in enumerate(rows, 1) if len(row) < 2 or not row[0].strip() or not row[1].strip()]
+    if bad:
+        raise DatasetError(f"{path}: line {bad[0]} is not 'path,group'; fix the groups file")
+    return {PurePosixPath(row[0].strip()).as_posix(): f"group:{row[1].strip()}" for row in rows}
+
+
+def _near_duplicate_notes(entries: list[ImageEntry], pairs: list[tuple[int, int]], why: str) -> list[str]:
+    """Near-duplicates are a dataset problem worth seeing even though the grouped split keeps them together."""
+    if not pairs:
+        return []
+    shown = ", ".join(f"{entries[a].relpath} ~ {entries[b].relpath}" for a, b in pairs[:10])
+    more = f" and {len(pairs) - 10} more" if len(pairs) > 10 else ""
+    return [f"near-duplicate photos ({why}), kept in one split: {shown}{more}"]
 
 
 def _stable_unit(relpath: str) -> float:
@@ -290,8 +396,8 @@ def _choose_labels(root: Path, files_by_class: dict[str, list[Path]], allowed: l
     return sorted(files_by_class)
 
 
-def _check_class_sizes(root: Path, labels: list[str], kept, evaluating: bool) -> None:
-    counts = Counter(label for _, label, _, _ in kept)
+def _check_class_sizes(root: Path, labels: list[str], kept: list[int], evaluating: bool) -> None:
+    counts = Counter(kept)
     if evaluating:
         if not kept:
             raise DatasetError(f"{root}: no readable images found; add images under {root}/<class>/")
@@ -317,29 +423,6 @@ def _duplicate_problems(entries: list[ImageEntry], labels: list[str]) -> list[st
             leak = " across splits (inflates test accuracy)" if len(splits) > 1 else ""
             problems.append(f"identical files {kind}{leak}: {', '.join(e.relpath for e in group)}")
     return problems
-
-
-def _decode_all(paths: list[Path], image_size: int):
-    with ThreadPoolExecutor(max_workers=4) as pool, progress_bar("decoding", len(paths)) as advance:
-        results = []
-        for result in pool.map(lambda p: _decode_one(p, image_size), paths):
-            results.append(result)
-            advance(1)
-        return results
-
-
-def _decode_one(path: Path, image_size: int):
-    try:
-        data = path.read_bytes()
-    except PermissionError:
-        raise  # not a broken photo but a permission the user can fix: the build stops with one line naming it
-    except OSError as e:
-        return None, None, unreadable_reason(e)
-    try:
-        sha = hashlib.sha256(data).hexdigest()
-        return decode_image_bytes(data, image_size), sha, None
-    except Exception as e:  # PIL raises many types for broken files; each is a problem to report, not a crash
-        return None, None, unreadable_reason(e)
 
 
 def write_split_file(index: DatasetIndex, path: Path) -> None:

@@ -7,7 +7,6 @@ thread pool while the caller works on the current one, and never more than two c
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.errors import DatasetError
 from ..core.preprocessing import decode_image_bytes, unreadable_reason
 
 CHUNK = 128  # photos decoded ahead: about 19 MB of 224 px pixels
@@ -25,12 +25,12 @@ WORKERS = min(8, (os.cpu_count() or 2) * 2)  # Pillow and the resize release the
 @dataclass
 class DecodedChunk:
     start: int  # index of the first path of this chunk in the list given
-    pixels: np.ndarray  # uint8 (n, S, S, 3); a zero image where decoding failed
-    errors: list[str | None]  # why each failed, None where it worked
+    pixels: np.ndarray  # uint8 (n, S, S, 3)
 
 
 def decode_chunks(paths: list[Path], image_size: int, chunk: int = CHUNK) -> Iterator[DecodedChunk]:
-    """Decode and resize `paths` in order, yielding chunks while the next one is being decoded."""
+    """Decode and resize `paths` (files the scan found readable) in order, yielding chunks while the next one is
+    being decoded."""
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:
 
         def submit(start: int):
@@ -40,42 +40,48 @@ def decode_chunks(paths: list[Path], image_size: int, chunk: int = CHUNK) -> Ite
         while pending is not None:
             start, futures = pending
             pending = submit(start + chunk) if start + chunk < len(paths) else None
-            results = [f.result() for f in futures]
-            pixels = np.stack(
-                [px if px is not None else np.zeros((image_size, image_size, 3), np.uint8) for px, _ in results]
-            )
-            yield DecodedChunk(start, pixels, [error for _, error in results])
+            yield DecodedChunk(start, np.stack([f.result() for f in futures]))
 
 
-def _decode(path: Path, image_size: int) -> tuple[np.ndarray | None, str | None]:
+def _decode(path: Path, image_size: int) -> np.ndarray:
     try:
-        return decode_image_bytes(Path(path).read_bytes(), image_size), None
-    except Exception as e:  # PIL raises many types for broken files; each is a problem to report, not a crash
-        return None, unreadable_reason(e)
+        return decode_image_bytes(Path(path).read_bytes(), image_size)
+    except PermissionError:
+        raise
+    except Exception as e:  # PIL raises many types for broken files
+        raise DatasetError(
+            f"{path}: could be read when the dataset was scanned but not now ({unreadable_reason(e)}); "
+            "leave the dataset unchanged during a build and run it again"
+        ) from None
 
 
-def hash_and_check(path: Path) -> tuple[str | None, str | None]:
-    """(sha256 of the file, why it cannot be decoded or None): what the dataset scan needs of a file, without
-    keeping its pixels. JPEGs are decoded at 1/8 scale, which still reads every byte of the compressed data (a
-    truncated or corrupt file fails) at a fraction of the cost; other formats are decoded whole."""
+@dataclass(frozen=True)
+class FileCheck:
+    sha256: str
+    error: str | None  # why the file cannot be decoded, None when it can
+    phash: int | None  # perceptual hash, for near-duplicates
+
+
+def check_bytes(sha256: str, data: bytes) -> FileCheck:
+    """What the dataset scan needs of a file, without keeping its pixels: whether it decodes, and its perceptual
+    hash. JPEGs are decoded at 1/8 scale, which still reads every byte of the compressed data (a truncated or
+    corrupt file fails) at a fraction of the cost; other formats are decoded whole."""
     try:
-        data = Path(path).read_bytes()
-    except OSError as e:
-        return None, f"cannot read it ({e.strerror or e})"
-    sha = hashlib.sha256(data).hexdigest()
-    try:
-        _check_decodes(data)
-    except Exception as e:  # as in _decode: every failure is a reason to report
-        return sha, unreadable_reason(e)
-    return sha, None
+        return FileCheck(sha256, None, _check_decodes(data))
+    except Exception as e:  # PIL raises many types for broken files; each is a reason to report, not a crash
+        return FileCheck(sha256, unreadable_reason(e), None)
 
 
-def _check_decodes(data: bytes) -> None:
+def _check_decodes(data: bytes) -> int:
     import io
 
-    from PIL import Image
+    from PIL import Image, ImageOps
+
+    from .near_duplicates import perceptual_hash
 
     with Image.open(io.BytesIO(data)) as img:
         if img.format == "JPEG":
             img.draft("RGB", (max(1, img.size[0] // 8), max(1, img.size[1] // 8)))
         img.load()
+        grey = ImageOps.exif_transpose(img).convert("L").resize((32, 32), Image.BILINEAR)
+        return perceptual_hash(np.asarray(grey, dtype=np.float64))

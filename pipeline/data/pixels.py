@@ -59,9 +59,6 @@ def build_store(paths: list[Path], image_size: int, dest: Path, what: str = "dec
     """Decode `paths` (already known to be readable) into `dest`, in order."""
     with open(dest, "wb") as f, progress_bar(what, len(paths)) as advance:
         for chunk in decode_chunks(paths, image_size):
-            failed = [paths[chunk.start + i] for i, error in enumerate(chunk.errors) if error]
-            if failed:
-                raise OSError(f"{failed[0]}: could be read when the dataset was scanned, not any more")
             f.write(chunk.pixels.tobytes())
             advance(len(chunk.pixels))
     return PixelStore(Path(dest), len(paths), image_size)

@@ -5,13 +5,13 @@ from __future__ import annotations
 from ..core.errors import DatasetError
 from ..core.preprocessing import Preprocessing
 from ..core.tf_runtime import load_tensorflow
-from ..data.dataset import SplitData
+from ..data.photos import TrainingData
 from ..training.fit import epoch_callbacks, fit_images
 
 CALIBRATION_IMAGES = 256  # QAT's starting ranges and pruning's BN statistics: a few batches give stable values
 
 
-def fine_tune(model, data: SplitData, preprocessing: Preprocessing, config, phase: str, callbacks: list) -> dict:
+def fine_tune(model, data: TrainingData, preprocessing: Preprocessing, config, phase: str, callbacks: list) -> dict:
     """Fit on the training images; validation images, when there are any, only for the logged metrics.
 
     No early stopping: restoring an earlier epoch's weights would undo pruning progress, and QAT runs too few epochs
@@ -80,6 +80,6 @@ def fit_settings(config, steps_per_epoch: int, seconds: float, history: dict) ->
     }
 
 
-def require_train_images(data: SplitData, what: str) -> None:
-    if len(data.train.images) == 0:
+def require_train_images(data: TrainingData, what: str) -> None:
+    if len(data.train) == 0:
         raise DatasetError(f"{what} fine-tunes on the training split, which is empty; add images or change --split")

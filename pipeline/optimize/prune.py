@@ -20,8 +20,8 @@ import numpy as np
 from ..config import PruneConfig
 from ..core.preprocessing import Preprocessing
 from ..core.tf_runtime import load_tensorflow, seed_everything
-from ..data.dataset import SplitData
-from ..data.sampling import spread_evenly
+from ..data.photos import TrainingData
+from ..training.fit import predict_photos
 from .keras_tools import (
     CALIBRATION_IMAGES,
     fine_tune,
@@ -42,7 +42,7 @@ DEPTHWISE_NOTE = (
 )
 
 
-def prune_model(model, data: SplitData, preprocessing: Preprocessing, config: PruneConfig, log_dir: Path):
+def prune_model(model, data: TrainingData, preprocessing: Preprocessing, config: PruneConfig, log_dir: Path):
     """(pruned copy of `model`, report): magnitude pruning of Conv2D/Dense kernels while fine-tuning.
 
     Sparsity follows tfmot's PolynomialDecay from 0 to the target over the whole fine-tune (cubic: most zeros come
@@ -58,7 +58,7 @@ def prune_model(model, data: SplitData, preprocessing: Preprocessing, config: Pr
     _, keras = load_tensorflow()
     sparsity = tfmot().sparsity.keras
     seed_everything(config.seed)
-    steps_per_epoch = math.ceil(len(data.train.images) / config.batch_size)
+    steps_per_epoch = math.ceil(len(data.train) / config.batch_size)
     schedule = pruning_schedule(config.target_sparsity, config.epochs * steps_per_epoch)
     work = trainable_copy(model)
 
@@ -70,7 +70,7 @@ def prune_model(model, data: SplitData, preprocessing: Preprocessing, config: Pr
     wrapped = keras.models.clone_model(work, clone_function=wrap)
     log.info(
         f"pruning: {config.target_sparsity:.0%} of Conv2D/Dense weights over {config.epochs} epochs "
-        f"({steps_per_epoch} steps each) on {len(data.train.images)} images; val accuracy drops while weights are "
+        f"({steps_per_epoch} steps each) on {len(data.train)} images; val accuracy drops while weights are "
         "zeroed (BatchNorm's averages lag behind) and recovers when BatchNorm is re-estimated at the end"
     )
     callbacks = [
@@ -81,7 +81,7 @@ def prune_model(model, data: SplitData, preprocessing: Preprocessing, config: Pr
     history = fine_tune(wrapped, data, preprocessing, config, "prune", callbacks)
     seconds = time.perf_counter() - start
     pruned = sparsity.strip_pruning(wrapped)
-    statistics_images = spread_evenly(data.train.images, CALIBRATION_IMAGES)
+    statistics_images = data.train.sample(CALIBRATION_IMAGES)
     before = history.get("val_accuracy", [None])[-1]
     reestimate_batchnorm(pruned, preprocessing.normalize(statistics_images), config.batch_size)
     after = _val_accuracy(pruned, data, preprocessing, config.batch_size)
@@ -109,10 +109,10 @@ def prune_model(model, data: SplitData, preprocessing: Preprocessing, config: Pr
     return pruned, report
 
 
-def _val_accuracy(model, data: SplitData, preprocessing: Preprocessing, batch_size: int) -> float | None:
+def _val_accuracy(model, data: TrainingData, preprocessing: Preprocessing, batch_size: int) -> float | None:
     if not len(data.val):
         return None
-    probs = model.predict(preprocessing.normalize(data.val.images), batch_size=batch_size, verbose=0)
+    probs = predict_photos(model, data.val, preprocessing, batch_size)
     return float(np.mean(probs.argmax(1) == data.val.labels))
 
 

@@ -17,8 +17,7 @@ import numpy as np
 from ..config import QatConfig
 from ..core.preprocessing import Preprocessing
 from ..core.tf_runtime import load_tensorflow, seed_everything
-from ..data.dataset import SplitData
-from ..data.sampling import spread_evenly
+from ..data.photos import TrainingData
 from .keras_tools import (
     CALIBRATION_IMAGES,
     fine_tune,
@@ -36,7 +35,7 @@ FLOAT_LAYERS_NOTE = (
 )
 
 
-def qat_model(model, data: SplitData, preprocessing: Preprocessing, config: QatConfig, log_dir: Path):
+def qat_model(model, data: TrainingData, preprocessing: Preprocessing, config: QatConfig, log_dir: Path):
     """(quantization-aware copy of `model`, report), fine-tuned with fake-quantized weights and activations.
 
     Every layer tfmot's default 8-bit scheme handles is annotated (on V1/V2 that is every layer, as
@@ -74,12 +73,12 @@ def qat_model(model, data: SplitData, preprocessing: Preprocessing, config: QatC
     calibrated = calibrate_ranges(
         quantized,
         work,
-        preprocessing.normalize(spread_evenly(data.train.images, CALIBRATION_IMAGES)),
+        preprocessing.normalize(data.train.sample(CALIBRATION_IMAGES)),
         config.batch_size,
     )
-    steps_per_epoch = math.ceil(len(data.train.images) / config.batch_size)
+    steps_per_epoch = math.ceil(len(data.train) / config.batch_size)
     log.info(
-        f"QAT: {config.epochs} epochs ({steps_per_epoch} steps each) on {len(data.train.images)} images"
+        f"QAT: {config.epochs} epochs ({steps_per_epoch} steps each) on {len(data.train)} images"
         + (f"; left float: {dict(float_layers)}" if float_layers else "")
     )
     callbacks = [keras.callbacks.TensorBoard(log_dir=str(log_dir), write_graph=False, profile_batch=0)]

@@ -6,11 +6,11 @@ from pathlib import Path
 
 from ..config import BuildConfig
 from ..core.preprocessing import Preprocessing
-from ..data.dataset import SplitData
+from ..data.photos import TrainingData
 
 
 def optimized_model(
-    name: str, model, data: SplitData, preprocessing: Preprocessing, config: BuildConfig, log_dir: Path
+    name: str, model, data: TrainingData, preprocessing: Preprocessing, config: BuildConfig, log_dir: Path
 ):
     """(optimized copy of `model`, report) for one optimization; the float model is left unchanged."""
     if name == "prune":

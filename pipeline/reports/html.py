@@ -53,6 +53,7 @@ def render_html(manifest: dict) -> str:
             ]
         ),
     ]
+    parts += _calibration(manifest.get("calibration"))
     curves = _training_figures(manifest)
     if curves:
         parts += ["<h2>Training</h2>", _figures(curves)]
@@ -142,6 +143,21 @@ def _artifact_table(entries: list[dict], reference: dict) -> str:
         for row, bad, n in zip(rows, failed, numbers)
     )
     return f"<table>{head}{body}</table>"
+
+
+def _calibration(calibration: dict | None) -> list[str]:
+    if not calibration:
+        return []
+    ece = calibration.get("test_ece")
+    text = (
+        f"Expected calibration error on the test split: {'n/a' if ece is None else f'{100 * ece:.1f}%'}. "
+        f"Temperature folded into the exported head: {calibration['temperature']:.3g} ({calibration['why']})."
+    )
+    return [
+        "<h2>Calibration</h2>",
+        f"<p>{_e(text)}</p>",
+        _figures([(plots.reliability_plot(calibration.get("reliability") or []), "Reliability diagram")]),
+    ]
 
 
 def _figures(figures: list[tuple[bytes | None, str]]) -> str:

@@ -69,6 +69,7 @@ def write_markdown_report(path: Path, manifest: dict) -> None:
     ]
     for label, row in zip(manifest["labels"], keras_metrics["confusion_matrix"]):
         lines.append(f"| {label} | " + " | ".join(str(v) for v in row) + " |")
+    lines += _calibration(manifest.get("calibration"))
     b = cfg["backbone"]
     lines += [
         "",
@@ -87,6 +88,37 @@ def write_markdown_report(path: Path, manifest: dict) -> None:
         "",
     ]
     write_text_atomic(path, "\n".join(lines) + "\n")
+
+
+def _calibration(calibration: dict | None) -> list[str]:
+    """ECE and the reliability diagram as a table: does a 90% answer come true 90% of the time?"""
+    if not calibration:
+        return []
+    lines = [
+        "",
+        "## Calibration",
+        "",
+        f"- expected calibration error on the test split: {format_percent(calibration.get('test_ece'))}",
+        f"- temperature folded into the exported head: {calibration['temperature']:.3g} ({calibration['why']})",
+    ]
+    if calibration.get("val_ece_before") is not None:
+        lines.append(
+            f"- ECE on the validation split: {format_percent(calibration['val_ece_before'])} before, "
+            f"{format_percent(calibration['val_ece_after'])} after"
+        )
+    rows = [
+        [
+            f"{b['low']:.2f}-{b['high']:.2f}",
+            str(b["count"]),
+            format_percent(b["confidence"]),
+            format_percent(b["accuracy"]),
+        ]
+        for b in calibration.get("reliability") or []
+        if b["count"]
+    ]
+    if rows:
+        lines += ["", markdown_table(rows, ("confidence", "photos", "mean confidence", "accuracy"))]
+    return lines
 
 
 def _timing_rows(timings: dict[str, float]) -> list[list[str]]:

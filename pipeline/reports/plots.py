@@ -228,6 +228,34 @@ def _cost(entry: dict, key: str):
     return entry.get(key) if key in ("bytes", "gzip_bytes") else entry["metrics"].get(key)
 
 
+def reliability_plot(bins: list[dict]) -> bytes | None:
+    """The reliability diagram: accuracy per confidence bin against the diagonal a calibrated model sits on."""
+    filled = [b for b in bins if b["count"]]
+    if not filled:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.8, 4.2), dpi=100)
+    width = filled[0]["high"] - filled[0]["low"]
+    ax.bar(
+        [b["low"] for b in filled],
+        [b["accuracy"] for b in filled],
+        width=width,
+        align="edge",
+        color="tab:blue",
+        edgecolor="white",
+        label="accuracy",
+    )
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="calibrated")
+    for b in filled:
+        ax.text(b["low"] + width / 2, min(b["accuracy"] + 0.02, 0.97), str(b["count"]), ha="center", fontsize=7)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence (top probability)")
+    ax.set_ylabel("accuracy on the test split")
+    ax.legend(loc="upper left", fontsize=8)
+    return _png(fig, plt)
+
+
 def _png(fig, plt, layout: bool = True) -> bytes:
     buf = io.BytesIO()
     if layout:

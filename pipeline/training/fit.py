@@ -8,17 +8,19 @@ import math
 from contextlib import ExitStack
 from pathlib import Path
 
+import numpy as np
+
 from ..core.console import progress_bar
 from ..core.preprocessing import Preprocessing
 from ..core.tf_runtime import load_tensorflow
-from ..data.dataset import SplitData
+from ..data.photos import Photos, TrainingData
 
 log = logging.getLogger(__name__)
 
 
 def fit_images(
     model,
-    data: SplitData,
+    data: TrainingData,
     preprocessing: Preprocessing,
     *,
     learning_rate: float,
@@ -42,12 +44,15 @@ def fit_images(
             learning_rate, decay_steps=tail, alpha=0.05, warmup_target=learning_rate, warmup_steps=epochs * steps - tail
         )
     model.compile(optimizer=adam(rate), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    train_ds = image_dataset(
-        data.train.images, data.train.labels, preprocessing, batch_size, augment=augment, shuffle=True, seed=seed
-    )
-    val_ds = image_dataset(data.val.images, data.val.labels, preprocessing, batch_size) if len(data.val) else None
+    train_ds = image_dataset(data.train, preprocessing, batch_size, augment=augment, shuffle=True, seed=seed)
+    val_ds = image_dataset(data.val, preprocessing, batch_size) if len(data.val) else None
     history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, verbose=0)
     return plain_history(history.history)
+
+
+def predict_photos(model, photos: Photos, preprocessing: Preprocessing, batch_size: int = 32) -> np.ndarray:
+    """A Keras model's probabilities for every photo, read from disk a batch at a time."""
+    return model.predict(image_dataset(photos, preprocessing, batch_size), verbose=0)
 
 
 def adam(learning_rate):
@@ -58,23 +63,34 @@ def adam(learning_rate):
     return keras.optimizers.legacy.Adam(learning_rate)
 
 
-def image_dataset(images, labels, preprocessing: Preprocessing, batch_size: int, augment=False, shuffle=False, seed=0):
-    """tf.data pipeline over uint8 images: optional augmentation in pixel space, then the normalization contract."""
+def image_dataset(photos: Photos, preprocessing: Preprocessing, batch_size: int, augment=False, shuffle=False, seed=0):
+    """tf.data pipeline over a split's decoded pixels, read from disk a batch at a time (a shuffled batch reads its
+    photos in file order): optional augmentation in pixel space, then the normalization contract."""
     tf, _ = load_tensorflow()
-    ds = tf.data.Dataset.from_tensor_slices((images, labels))
+    store = photos.pixels
+    size = photos.image_size
+    labels = tf.constant(photos.labels)
+    ds = tf.data.Dataset.range(len(photos))
     if shuffle:
-        ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.shuffle(len(photos), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
     mean = tf.constant(preprocessing.mean, tf.float32)
     std = tf.constant(preprocessing.std, tf.float32)
     augmenter = _augmenter(seed) if augment else None
 
-    def prepare(x, y):
-        x = tf.cast(x, tf.float32)
+    def read(indices):
+        order = np.argsort(indices)
+        pixels = np.empty((len(indices), size, size, 3), np.uint8)
+        pixels[order] = store.take(indices[order])
+        return pixels
+
+    def prepare(indices):
+        x = tf.numpy_function(read, [indices], tf.uint8, stateful=False)
+        x = tf.cast(tf.ensure_shape(x, [None, size, size, 3]), tf.float32)
         if augmenter is not None:
             x = augmenter(x, training=True)
             x = tf.clip_by_value(x, 0.0, 255.0)
-        return (x - mean) / std, y
+        return (x - mean) / std, tf.gather(labels, indices)
 
     return ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 

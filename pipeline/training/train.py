@@ -11,11 +11,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from ..config import BackboneSpec, TrainConfig
 from ..core.preprocessing import Preprocessing
 from ..core.tf_runtime import load_tensorflow, seed_everything
-from ..data.dataset import SplitData
-from .features import cached_features, model_key
+from ..data.photos import Photos, TrainingData
+from .features import Features, cached_features, model_key
 from .fit import adam, epoch_callbacks, fit_images, plain_history
 from .model import OUTPUT_NAME, build_classifier, feature_extractor
 
@@ -27,25 +29,41 @@ class TrainResult:
     model: object
     history: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # phase -> metric -> per-epoch
     timings: dict[str, float] = field(default_factory=dict)
-    features_computed: int = 0
+
+
+def new_classifier(spec: BackboneSpec, config: TrainConfig, num_classes: int):
+    """The untrained classifier, its backbone holding the pretrained weights; seeded, in a fresh session so a
+    second build in one process names its layers the same way."""
+    _, keras = load_tensorflow()
+    keras.backend.clear_session()
+    seed_everything(config.seed)
+    return build_classifier(spec, num_classes, dropout=config.dropout)
+
+
+def backbone_features(
+    model, photos: Photos, spec: BackboneSpec, preprocessing: Preprocessing, features_dir: Path
+) -> Features:
+    """The frozen backbone's features of `photos`, cached per photo."""
+    folder = features_dir / model_key(spec, preprocessing)
+    return cached_features(feature_extractor(model), photos, folder, preprocessing)
 
 
 def train_classifier(
+    model,
     spec: BackboneSpec,
     config: TrainConfig,
-    data: SplitData,
-    num_classes: int,
+    data: TrainingData,
     preprocessing: Preprocessing,
-    features_dir: Path,
     log_dir: Path,
+    features: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> TrainResult:
-    _, keras = load_tensorflow()
-    keras.backend.clear_session()  # fresh layer names: a second build in one process names its layers the same way
-    seed_everything(config.seed)
-    model = build_classifier(spec, num_classes, dropout=config.dropout)
+    """Train `model` (from `new_classifier`): with pretrained weights, the head on the backbone's `features` of
+    the train and val photos, then fine-tuning when asked; without, every layer on the photos."""
     result = TrainResult(model)
     if spec.pretrained:
-        _train_head_on_features(model, spec, config, data, preprocessing, features_dir, log_dir, result)
+        if features is None:
+            raise ValueError("a pretrained backbone trains its head on features: compute them with backbone_features")
+        _train_head_on_features(model, config, data, features, log_dir, result)
         if config.fine_tune_epochs > 0:
             _fine_tune(model, config, data, preprocessing, log_dir, result, trainable_top=config.fine_tune_layers)
     else:
@@ -54,26 +72,15 @@ def train_classifier(
     return result
 
 
-def _train_head_on_features(model, spec, config, data, preprocessing, features_dir, log_dir, result):
+def _train_head_on_features(model, config: TrainConfig, data: TrainingData, features, log_dir, result):
     _, keras = load_tensorflow()
-    extractor = feature_extractor(model)
-    folder = features_dir / model_key(spec, preprocessing)
-    start = time.perf_counter()
-    train_f, n1 = cached_features(extractor, data.train.images, data.train.hashes, folder, preprocessing)
-    val_f, n2 = (
-        cached_features(extractor, data.val.images, data.val.hashes, folder, preprocessing)
-        if len(data.val)
-        else (None, 0)
-    )
-    result.features_computed = n1 + n2
-    result.timings["features"] = time.perf_counter() - start
-    log.info(f"features: {n1 + n2} computed, {len(data.train) + len(data.val) - n1 - n2} from the cache")
-
+    train_f, val_f = features
+    has_val = len(val_f) > 0
     dense = model.get_layer(OUTPUT_NAME)
-    features = keras.Input(shape=train_f.shape[1:], name="features")
-    x = keras.layers.Dropout(config.dropout)(features)
+    inputs = keras.Input(shape=train_f.shape[1:], name="features")
+    x = keras.layers.Dropout(config.dropout)(inputs)
     head_dense = keras.layers.Dense(dense.units, activation="softmax", name=OUTPUT_NAME)
-    head = keras.Model(features, head_dense(x))
+    head = keras.Model(inputs, head_dense(x))
     head.compile(
         optimizer=adam(config.learning_rate),
         loss="sparse_categorical_crossentropy",
@@ -85,10 +92,8 @@ def _train_head_on_features(model, spec, config, data, preprocessing, features_d
         data.train.labels,
         epochs=config.epochs,
         batch_size=config.batch_size,
-        validation_data=(val_f, data.val.labels) if val_f is not None else None,
-        callbacks=epoch_callbacks(
-            "head", config.epochs, log_dir / "head", config.patience if val_f is not None else None
-        ),
+        validation_data=(val_f, data.val.labels) if has_val else None,
+        callbacks=epoch_callbacks("head", config.epochs, log_dir / "head", config.patience if has_val else None),
         verbose=0,
         shuffle=True,
     )
@@ -97,7 +102,7 @@ def _train_head_on_features(model, spec, config, data, preprocessing, features_d
     dense.set_weights(head_dense.get_weights())
 
 
-def _fine_tune(model, config: TrainConfig, data: SplitData, preprocessing, log_dir, result, trainable_top):
+def _fine_tune(model, config: TrainConfig, data: TrainingData, preprocessing, log_dir, result, trainable_top):
     """Train the top `trainable_top` layers (all when None) on augmented images; BatchNorm stays frozen when
     fine-tuning a pretrained backbone so its ImageNet statistics survive small batches."""
     _, keras = load_tensorflow()

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from .calibration import expected_calibration_error
+
 
 def classification_metrics(probs: np.ndarray, y_true: np.ndarray, labels: list[str]) -> dict:
-    """accuracy, macro-F1, log-loss, per-class accuracy and the confusion matrix (rows: true, cols: predicted)."""
+    """accuracy, macro-F1, log-loss, per-class accuracy, the confusion matrix (rows: true, cols: predicted) and
+    the expected calibration error."""
     n = len(labels)
     pred = probs.argmax(axis=1)
     confusion = np.zeros((n, n), dtype=np.int64)
@@ -28,6 +31,7 @@ def classification_metrics(probs: np.ndarray, y_true: np.ndarray, labels: list[s
         "per_class_accuracy": {labels[i]: (float(recall[i]) if present[i] else None) for i in range(n)},
         "confusion_matrix": confusion.tolist(),
         "samples": int(len(y_true)),
+        "ece": expected_calibration_error(probs, y_true) if len(y_true) else None,
     }
 
 

@@ -17,6 +17,7 @@ from ...exporters.base import Artifact, Runner
 from ...exporters.registry import FORMATS, Parity, open_runner
 from ..config import ExportOptions
 from ..core.console import progress_bar
+from ..data.photos import Photos
 from .metrics import agreement_metrics, classification_metrics
 
 BATCH = 32
@@ -53,7 +54,7 @@ class Verification:
 
 def verify_artifact(
     artifact: Artifact,
-    images: np.ndarray,
+    images: np.ndarray | Photos,
     y_true: np.ndarray,
     labels: list[str],
     float_reference: Reference | None,
@@ -98,12 +99,18 @@ def judge_parity(probs: np.ndarray, reference: Reference, tolerance: Parity) -> 
     }
 
 
-def predict_batched(runner: Runner, images: np.ndarray, batch_size: int = BATCH) -> np.ndarray:
-    """The runner's probabilities for every image, a batch at a time, with a progress bar on a terminal."""
+def predict_batched(runner: Runner, images: np.ndarray | Photos, batch_size: int = BATCH) -> np.ndarray:
+    """The runner's probabilities for every image (decoded ones, or photos read from disk a batch at a time),
+    with a progress bar on a terminal."""
+    batches = (
+        images.batches(batch_size)
+        if isinstance(images, Photos)
+        else (images[i : i + batch_size] for i in range(0, len(images), batch_size))
+    )
     parts = []
     with progress_bar("predicting", len(images)) as advance:
-        for i in range(0, len(images), batch_size):
-            parts.append(runner.predict(images[i : i + batch_size]))
+        for batch in batches:
+            parts.append(runner.predict(batch))
             advance(len(parts[-1]))
     return np.concatenate(parts)
 
@@ -116,6 +123,7 @@ def null_metrics(labels: list[str]) -> dict:
         "per_class_accuracy": {label: None for label in labels},
         "confusion_matrix": None,
         "samples": 0,
+        "ece": None,
         "agreement": None,
         "max_abs_prob_diff": None,
         "accuracy_drop": None,

@@ -1,0 +1,228 @@
+"""The build stages a rebuild can take from the stage cache: training, the Keras reference, and each artifact's
+export with its verification.
+
+Each key is a digest of exactly what the stage reads (see `core.stage_cache`). Training reads the backbone (its
+weights' hash), the training settings, the labels and the photos of the train and val splits (file hashes and
+labels), so adding photos to the dataset retrains, but changing targets, variants, gates or export options does
+not. An artifact reads the trained model (the training key), its format, variant and export options, the
+metadata it embeds, the calibration photos (the train split) and the test split it is verified on. Latency is
+measured again in every build: it is a measurement of this machine now, not a property of the artifact.
+
+Models from `--optimize` (pruning, QAT) are not cached: their artifacts are made again in every build.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..exporters.base import Artifact
+from ..exporters.registry import open_runner
+from .config import BuildConfig
+from .core.files import write_text_atomic
+from .core.preprocessing import Preprocessing
+from .core.stage_cache import StageCache, stage_key
+from .data.dataset import DatasetIndex
+from .data.decode import FileCheck
+from .training.features import model_key
+from .training.train import TrainResult
+from .verify.verify import Reference, Verification
+
+log = logging.getLogger(__name__)
+WEIGHTS, HISTORY, PROBS, RECORD = "model.weights.h5", "history.json", "probs.npy", "artifact.json"
+CHECKS = "scan-checks.json"
+
+
+@dataclass
+class StageLog:
+    """Which stages of this build were computed and which were taken from the cache: the manifest's `stages`."""
+
+    entries: dict[str, dict] = field(default_factory=dict)
+
+    def add(self, name: str, key: str | None, reused: bool) -> None:
+        self.entries[name] = {"key": key, "reused": reused}
+        if reused:
+            log.info(f"{name}: reused (its inputs are unchanged)")
+
+
+def load_checks(cache: StageCache) -> dict[str, FileCheck]:
+    """The dataset scan's earlier checks (decodable, perceptual hash) by file hash: a rescan only hashes files
+    it has seen. A missing or unreadable record costs only a full scan."""
+    try:
+        rows = json.loads((cache.root / CHECKS).read_text())
+        return {sha: FileCheck(sha, error, phash) for sha, error, phash in rows}
+    except (OSError, ValueError, TypeError):
+        return {}
+
+
+def save_checks(cache: StageCache, checked: dict[str, FileCheck]) -> None:
+    rows = [[c.sha256, c.error, c.phash] for c in checked.values()]
+    try:
+        cache.root.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(cache.root / CHECKS, json.dumps(rows))
+    except OSError as e:
+        log.warning(f"{cache.root / CHECKS}: could not keep the scan's checks for later builds ({e.strerror or e})")
+
+
+def train_key(config: BuildConfig, preprocessing: Preprocessing, index: DatasetIndex) -> str:
+    return stage_key(
+        "train",
+        backbone=model_key(config.backbone, preprocessing),
+        spec=asdict(config.backbone),
+        train=asdict(config.train),
+        labels=index.labels,
+        train_photos=index.split_digest("train"),
+        val_photos=index.split_digest("val"),
+    )
+
+
+def artifact_key(config: BuildConfig, model: str, index: DatasetIndex, fmt: str, variant: str) -> str:
+    return stage_key(
+        "artifact",
+        model=model,
+        format=fmt,
+        variant=variant,
+        export=asdict(config.export),
+        metadata=asdict(config.metadata),
+        calibration_photos=index.split_digest("train"),
+        test_photos=index.split_digest("test"),
+        threads=config.latency.threads,
+    )
+
+
+def reference_key(model: str, index: DatasetIndex) -> str:
+    return stage_key("reference", model=model, test_photos=index.split_digest("test"))
+
+
+def cached_training(cache: StageCache, key: str, model, train) -> tuple[TrainResult, bool]:
+    """(the trained model, whether it came from the cache). `train()` runs only on a miss; a hit loads the
+    weights into `model`, the untrained classifier of the same architecture."""
+    entry = cache.lookup("train", key)
+    if entry is not None:
+        model.load_weights(str(entry / WEIGHTS))
+        recorded = json.loads((entry / HISTORY).read_text())
+        return TrainResult(model, recorded["history"], recorded["timings"]), True
+    result = train()
+
+    def write(folder: Path) -> None:
+        result.model.save_weights(str(folder / WEIGHTS))
+        (folder / HISTORY).write_text(json.dumps({"history": result.history, "timings": result.timings}))
+
+    _store(cache, "train", key, write)
+    return result, False
+
+
+def cached_reference(cache: StageCache, key: str, compute) -> tuple[Reference, bool]:
+    import numpy as np
+
+    entry = cache.lookup("reference", key)
+    if entry is not None:
+        recorded = json.loads((entry / RECORD).read_text())
+        return Reference(recorded["name"], np.load(entry / PROBS), recorded["metrics"]), True
+    reference = compute()
+
+    def write(folder: Path) -> None:
+        np.save(folder / PROBS, reference.probs)
+        (folder / RECORD).write_text(json.dumps({"name": reference.name, "metrics": reference.metrics}, default=_plain))
+
+    _store(cache, "reference", key, write)
+    return reference, False
+
+
+def cached_artifact(
+    cache: StageCache, key: str | None, dest: Path, preprocessing: Preprocessing, config: BuildConfig, make
+) -> tuple[Verification, bool]:
+    """(the exported and verified artifact at `dest`, whether it came from the cache). On a hit the artifact's
+    bytes are copied to `dest` and a runner is opened for the latency stage; `make()` runs only on a miss."""
+    entry = None if key is None else cache.lookup("artifact", key)
+    if entry is not None:
+        recorded = json.loads((entry / RECORD).read_text())
+        _copy(entry / recorded["artifact"]["file"], dest)
+        return _verification(recorded, dest, preprocessing, config), True
+    verification = make()
+    if key is not None:
+
+        def write(folder: Path) -> None:
+            artifact = verification.artifact
+            _copy(artifact.path, folder / artifact.path.name)
+            (folder / RECORD).write_text(json.dumps(_record(verification), default=_plain))
+
+        _store(cache, "artifact", key, write)
+    return verification, False
+
+
+def _record(v: Verification) -> dict:
+    a = v.artifact
+    metrics = {k: val for k, val in v.metrics.items() if not k.startswith("latency_ms")}
+    return {
+        "artifact": {
+            "file": a.path.name,
+            "format": a.format,
+            "variant": a.variant,
+            "source": a.source,
+            "labels": a.labels,
+            "input_quantization": a.input_quantization,
+            "output_quantization": a.output_quantization,
+            "details": a.details,
+        },
+        "metrics": metrics,
+        "runtime": v.runtime,
+        "unavailable_reason": v.unavailable_reason,
+        "structural_checks": v.structural_checks,
+        "parity": v.parity,
+        "predictions": v.predictions,
+    }
+
+
+def _verification(recorded: dict, path: Path, preprocessing: Preprocessing, config: BuildConfig) -> Verification:
+    a = recorded["artifact"]
+    artifact = Artifact(
+        a["format"],
+        a["variant"],
+        path,
+        a["labels"],
+        preprocessing,
+        a["source"],
+        a["input_quantization"],
+        a["output_quantization"],
+        a["details"],
+    )
+    artifact.bytes, artifact.gzip_bytes, artifact.sha256  # read now: a gate may remove the file before the manifest
+    metrics = {**recorded["metrics"], "latency_ms_p50": None, "latency_ms_p95": None}
+    runner = None
+    if recorded["unavailable_reason"] is None:
+        runner = open_runner(a["format"], path, preprocessing, config.latency.threads, config.export)
+    return Verification(
+        artifact,
+        metrics,
+        recorded["runtime"],
+        recorded["unavailable_reason"],
+        recorded["structural_checks"],
+        recorded["parity"],
+        runner,
+        recorded["predictions"],
+    )
+
+
+def _store(cache: StageCache, stage: str, key: str, write) -> None:
+    """Keep a stage's outputs; a cache that cannot be written (a full disk, a permission) costs only the reuse."""
+    try:
+        with cache.store(stage, key) as folder:
+            write(folder)
+    except OSError as e:
+        log.warning(f"{cache.root / stage}: could not keep this {stage} for later builds ({e.strerror or e})")
+
+
+def _copy(source: Path, dest: Path) -> None:
+    if source.is_dir():
+        shutil.copytree(source, dest)
+    else:
+        shutil.copy2(source, dest)
+
+
+def _plain(value):
+    """numpy scalars and arrays as JSON numbers and lists."""
+    return value.tolist() if hasattr(value, "tolist") else str(value)

@@ -1,0 +1,82 @@
+"""Rebuilds redo only what changed: `imgpipe export` re-exports the shared build without training, and a build
+with two more photos computes only their features. Both start from the shared CLI build's stage cache."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import run_cli_process
+
+from imgpipe.pipeline.core.files import tree_sha256
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+
+
+def _manifest(out: Path) -> dict:
+    return json.loads((out / "bundle" / "manifest.json").read_text())
+
+
+def _copy_cache(cli_build_run, tmp_path) -> Path:
+    """The shared build's cache, copied so this test's entries do not change what other tests see."""
+    cache = tmp_path / "cache"
+    shutil.copytree(cli_build_run.cache, cache)
+    return cache
+
+
+def test_export_takes_training_and_unchanged_artifacts_from_the_cache(cli_build_run, tmp_path):
+    first = _manifest(cli_build_run.out)
+    cache = _copy_cache(cli_build_run, tmp_path)
+    out = tmp_path / "onnx-only"
+    args = ["export", str(cli_build_run.out), "--variants", "onnx:fp32", "--out", str(out), "--cache-dir", str(cache)]
+    code, _, stderr, _ = run_cli_process(args, tmp_path)
+    assert code == 0, stderr
+    manifest = _manifest(out)
+    assert [(a["format"], a["variant"]) for a in manifest["artifacts"]] == [("onnx", "fp32")]
+    assert manifest["stages"]["train"]["reused"] and manifest["stages"]["artifact onnx:fp32"]["reused"]
+    assert manifest["stages"]["train"]["key"] == first["stages"]["train"]["key"]
+    assert manifest["training"]["features_computed"] == 0
+    onnx_first = next(a for a in first["artifacts"] if (a["format"], a["variant"]) == ("onnx", "fp32"))
+    again = manifest["artifacts"][0]
+    assert again["sha256"] == onnx_first["sha256"]
+    assert again["metrics"]["accuracy"] == onnx_first["metrics"]["accuracy"]
+    assert again["metrics"]["latency_ms_p50"] is not None  # measured again: it is this machine, now
+    assert "train: reused" in stderr
+
+
+def test_export_without_the_trained_model_in_the_cache_stops_with_one_line(cli_build_run, tmp_path):
+    args = ["export", str(cli_build_run.out), "--variants", "onnx:fp32", "--out", str(tmp_path / "x")]
+    code, stdout, stderr, _ = run_cli_process([*args, "--cache-dir", str(tmp_path / "empty-cache")], tmp_path)
+    assert code == 2
+    lines = [line for line in stderr.splitlines() if line.startswith("imgpipe: ")]
+    assert len(lines) == 1 and "trained model is not in the cache" in lines[0], stderr
+    assert "Traceback" not in stderr and not (tmp_path / "x" / "bundle").exists()
+
+
+def test_export_of_a_folder_that_is_not_a_build_is_one_line(tmp_path):
+    code, _, stderr, _ = run_cli_process(["export", str(tmp_path), "--targets", "onnx"], tmp_path)
+    assert code == 2 and "build.json: not found" in stderr and "Traceback" not in stderr
+
+
+def test_two_new_photos_cost_two_feature_computations_and_retrain_only_the_head(cli_build_run, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(cli_build_run.data, data)
+    label = sorted(p.name for p in data.iterdir())[0]
+    originals = sorted((data / label).iterdir())[:2]
+    for i, original in enumerate(originals):  # new files: the same pattern, mirrored
+        from PIL import Image, ImageOps
+
+        ImageOps.mirror(Image.open(original).convert("RGB")).save(data / label / f"new_{i}.png")
+    cache = _copy_cache(cli_build_run, tmp_path)
+    recorded = json.loads((cli_build_run.out / "build.json").read_text())
+    args = ["build", "--dataset", str(data), "--out", str(tmp_path / "out"), "--cache-dir", str(cache)]
+    args += ["--weights", recorded["backbone"]["weights"], "--image-size", str(recorded["backbone"]["image_size"])]
+    code, _, stderr, _ = run_cli_process([*args, "--variants", "tflite:fp32"], tmp_path)
+    assert code == 0, stderr
+    manifest = _manifest(tmp_path / "out")
+    assert manifest["training"]["features_computed"] == 2
+    assert manifest["dataset"]["images"] == _manifest(cli_build_run.out)["dataset"]["images"] + 2
+    assert not manifest["stages"]["train"]["reused"]
+    assert tree_sha256(tmp_path / "out" / "bundle") != tree_sha256(cli_build_run.out / "bundle")
