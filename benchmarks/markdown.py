@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..pipeline.reports.table import format_change, format_ms, format_percent
+from .suite import train_seconds
 
 
 def render_markdown(suite: dict) -> str:
@@ -50,16 +51,26 @@ def render_markdown(suite: dict) -> str:
                 "",
                 "| | imgpipe | tutorial recipe | ratio |",
                 "|---|---|---|---|",
-                f"| training time (s) | {_train_seconds(run):.1f} | {base['train_seconds']:.1f} | "
+                f"| training time (s) | {train_seconds(run['stages']):.1f} | {base['train_seconds']:.1f} | "
                 f"{ratio['train_time_ratio']:.2f} |",
                 f"| test accuracy | {format_percent(run['keras_accuracy'])} | {format_percent(base['accuracy'])} | "
                 f"{ratio['accuracy_ratio'] if ratio['accuracy_ratio'] is not None else 'n/a'} |",
             ]
+        if "held_out" in run:
+            held = run["held_out"]
+            lines += [
+                "",
+                f"Held-out split by {held['groups']}: no group has photos on both sides "
+                f"({held['test_images']} test photos).",
+                "",
+                "| test split | imgpipe | tutorial recipe |",
+                "|---|---|---|",
+                f"| random (per photo) | {format_percent(run['keras_accuracy'])} | "
+                f"{format_percent(run['baseline']['accuracy'])} |",
+                f"| held-out groups | {format_percent(held['keras_accuracy'])} | "
+                f"{format_percent(held['baseline_accuracy'])} |",
+            ]
     return "\n".join(lines) + "\n"
-
-
-def _train_seconds(run: dict) -> float:
-    return sum(v for k, v in run["stages"].items() if k in ("scan", "train"))
 
 
 def _short(weights: str) -> str:

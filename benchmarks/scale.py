@@ -30,8 +30,9 @@ def run_scale(results_dir: Path, environ=os.environ) -> dict:
     sizes = [int(s) for s in environ.get("IMGPIPE_BENCH_SCALE_SIZES", ",".join(map(str, DEFAULT_SIZES))).split(",")]
     source = _source_folder(environ)
     weights = environ.get("IMGPIPE_BENCH_WEIGHTS")
+    alpha = ["--alpha", environ["IMGPIPE_BENCH_ALPHA"]] if environ.get("IMGPIPE_BENCH_ALPHA") else []
     backbone = (
-        ["--weights", weights, "--image-size", "224"]
+        ["--weights", weights, "--image-size", "224", *alpha]
         if weights and Path(weights).is_file()
         else ["--weights", "none", "--image-size", "96", "--alpha", "0.35", "--epochs", "2"]
     )

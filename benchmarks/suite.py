@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ..exporters.registry import FORMATS
 from ..pipeline.config import EMBEDDED_BACKBONE, EMBEDDED_TRAINING, BackboneSpec, BuildConfig
+from .groups import known_groups
 
 log = logging.getLogger(__name__)
 RESULTS_DIR = Path("benchmarks") / "results"  # relative to where the suite is run: the repository root in CI
@@ -75,6 +76,9 @@ def run_suite(profile: str, cases: list[BenchCase], notices: list[str], results_
             if case.baseline:
                 run["baseline"] = _baseline(case, result.bundle)
                 run["versus_baseline"] = _ratios(run, run["baseline"])
+                groups = known_groups(case.dataset, Path(tmp) / "groups.csv")
+                if groups is not None:
+                    run["held_out"] = _held_out(case, profile, Path(tmp), *groups)
         runs.append(run)
         (results_dir / f"{case.name}.json").write_text(json.dumps(run, indent=2) + "\n")
     suite = {
@@ -152,8 +156,37 @@ def _baseline(case: BenchCase, bundle: Path) -> dict:
     )
 
 
+def _held_out(case: BenchCase, profile: str, tmp: Path, groups: Path, what: str) -> dict:
+    """The same build with whole groups (photographers, breeds) held out of training, and the tutorial recipe on
+    that split: the accuracy to expect on photos from people or breeds neither has seen."""
+    from ..pipeline.build import run_build
+
+    config = _config(case, profile, tmp)
+    config.out = tmp / "held-out"
+    config.groups = groups
+    config.variants = {}
+    config.targets = ["tflite"]
+    config.optimize = []
+    result = run_build(config)
+    manifest = result.manifest
+    baseline = _baseline(case, result.bundle)
+    return {
+        "groups": what,
+        "test_images": manifest["reference"]["metrics"]["samples"],
+        "keras_accuracy": manifest["reference"]["metrics"]["accuracy"],
+        "train_seconds": round(train_seconds(manifest["timings"]), 2),
+        "baseline_accuracy": baseline["accuracy"],
+        "baseline_train_seconds": baseline["train_seconds"],
+    }
+
+
+def train_seconds(stages: dict) -> float:
+    """What imgpipe spends to get from photos to a trained model: scan, features and training."""
+    return sum(v for k, v in stages.items() if k in ("scan", "features", "train"))
+
+
 def _ratios(run: dict, baseline: dict) -> dict:
-    imgpipe_train = sum(v for k, v in run["stages"].items() if k in ("scan", "train"))
+    imgpipe_train = train_seconds(run["stages"])
     return {
         "train_time_ratio": round(imgpipe_train / baseline["train_seconds"], 3),
         "accuracy_ratio": round(run["keras_accuracy"] / baseline["accuracy"], 3) if baseline["accuracy"] else None,

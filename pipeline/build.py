@@ -14,7 +14,7 @@ import logging
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +53,7 @@ from .reuse import (
     train_key,
 )
 from .settings import RECORD_FILE, recorded_config
+from .training.distribute import Distribution, local_copy, make_distribution
 from .training.fit import predict_photos
 from .training.train import backbone_features, new_classifier, train_classifier
 from .training.weights import resolve_backbone
@@ -121,15 +122,28 @@ def run_build(config: BuildConfig, export_only: bool = False) -> BuildResult:
     config.validate()
     plan = plan_artifacts(config)
     _check_not_inside_dataset(config)
+    distribution = make_distribution(config.train.distribute)  # before TensorFlow runs any op
+    if not distribution.is_chief:
+        return _build_as_worker(config, plan, distribution)
     try:
         with OutputFolder(config.out, wait=config.wait):
             prepare_folder(config.cache_dir, "--cache-dir", "backbone features and the embedded dataset")
-            return _build(config, plan, export_only)
+            return _build(config, plan, export_only, distribution)
     except Exception as e:
         error = filesystem_error(e, where=lambda code: _blamed_folder(code, config))
         if error is None or error is e:
             raise
         raise error from e
+
+
+def _build_as_worker(config: BuildConfig, plan: list[PlannedArtifact], distribution: Distribution) -> BuildResult:
+    """A worker other than the chief trains its share in step with the others and keeps nothing: it builds into a
+    temporary folder that is deleted, and records no history (TensorFlow's convention for multi-worker saving)."""
+    with tempfile.TemporaryDirectory(prefix="imgpipe-worker-") as scratch:
+        config = replace(config, out=Path(scratch) / "out", record_history=False, mlflow_uri=None)
+        with OutputFolder(config.out, wait=False):
+            prepare_folder(config.cache_dir, "--cache-dir", "backbone features and the embedded dataset")
+            return _build(config, plan, False, distribution)
 
 
 def _check_not_inside_dataset(config: BuildConfig) -> None:
@@ -158,7 +172,9 @@ def _blamed_folder(code: int, config: BuildConfig) -> Path:
     return config.out
 
 
-def _build(config: BuildConfig, plan: list[PlannedArtifact], export_only: bool) -> BuildResult:
+def _build(
+    config: BuildConfig, plan: list[PlannedArtifact], export_only: bool, distribution: Distribution
+) -> BuildResult:
     started = time.perf_counter()
     config.backbone = resolve_backbone(config.backbone)  # a weights file that does not fit fails here, not later
     dataset = config.dataset or embedded_dataset(config.cache_dir)
@@ -170,13 +186,13 @@ def _build(config: BuildConfig, plan: list[PlannedArtifact], export_only: bool) 
             checked = load_checks(cache)
             index = scan_dataset(dataset, config.split, groups_file=config.groups, checked=checked)
             save_checks(cache, checked)
-        model = new_classifier(config.backbone, config.train, len(index.labels))
+        model = new_classifier(config.backbone, config.train, len(index.labels), distribution)
         features = None
         if config.backbone.pretrained:
             with stage("features", timings):
                 everything = index.photos(None, config.backbone.image_size, staging.work)
                 features = backbone_features(
-                    model, everything, config.backbone, preprocessing, config.cache_dir / "features"
+                    model, everything, config.backbone, preprocessing, config.cache_dir / "features", distribution
                 )
             if features.conversion_seconds:
                 timings["features.litert_conversion"] = round(features.conversion_seconds, 3)
@@ -184,7 +200,19 @@ def _build(config: BuildConfig, plan: list[PlannedArtifact], export_only: bool) 
         index.check_splits(config.split)
         _log_counts(index)
         data = index.training_data(config.backbone.image_size, staging.work)
+        head_features = None if features is None else _by_split(index, features.values)
+        if features is not None and config.train.feature_views:
+            with stage("augmented features", timings):
+                views = backbone_features(
+                    model, data.train, config.backbone, preprocessing, config.cache_dir / "features", distribution,
+                    config.train.feature_views,
+                )  # fmt: skip
+            features.computed += views.computed
+            head_features = (views.values, head_features[1])
         trained_key = train_key(config, preprocessing, index)
+        # Workers of a multi-worker build must all train, in lockstep: one that found the model in its cache would
+        # leave the others waiting.
+        reusable = cache if distribution.name != "multi-worker" else StageCache(staging.work / "stages")
         if export_only and cache.lookup("train", trained_key) is None:
             raise ConfigError(
                 f"{config.out}: this build's trained model is not in the cache {cache.root} (the photos, the "
@@ -192,7 +220,7 @@ def _build(config: BuildConfig, plan: list[PlannedArtifact], export_only: bool) 
             )
         with stage("train", timings):
             trained, reused = cached_training(
-                cache,
+                reusable,
                 trained_key,
                 model,
                 lambda: train_classifier(
@@ -202,13 +230,16 @@ def _build(config: BuildConfig, plan: list[PlannedArtifact], export_only: bool) 
                     data,
                     preprocessing,
                     staging.root / "logs",
-                    None if features is None else _by_split(index, features.values),
+                    head_features,
+                    distribution,
                 ),
             )
         stages.add("train", trained_key, reused)
+        trained.model = local_copy(trained.model, distribution)
         timings.update({f"train.{k}": round(v, 3) for k, v in trained.timings.items()})
         with stage("calibrate", timings):
-            calibration = calibrate(trained.model, data.val, preprocessing)
+            frozen = head_features is not None and config.train.fine_tune_epochs == 0
+            calibration = calibrate(trained.model, data.val, preprocessing, head_features[1] if frozen else None)
         float_key = f"{trained_key}/temperature-{calibration.temperature:.6g}"  # what the exports start from
         _save_keras_model(trained.model, staging.root / "keras")
         test = index.photos("test", config.backbone.image_size, staging.work)
@@ -267,6 +298,7 @@ def _build(config: BuildConfig, plan: list[PlannedArtifact], export_only: bool) 
             judged,
             trained,
             features,
+            distribution,
             optimizations,
             _calibration_report(calibration, references["float"], test.labels),
             timings,
@@ -365,6 +397,7 @@ def _manifest(
     judged,
     trained,
     features,
+    distribution,
     optimizations,
     calibration,
     timings,
@@ -385,6 +418,7 @@ def _manifest(
             "features_computed": 0 if features is None else features.computed,
             "features_engine": None if features is None else features.engine,
             "deterministic": True,  # op determinism and fixed seeds: same inputs, seed and cache, same bytes
+            "distribute": {"strategy": distribution.name, "replicas": distribution.replicas},
         },
         optimizations=optimizations,
         calibration=calibration,

@@ -25,6 +25,7 @@ ALPHAS = {
 }
 DEFAULT_ALPHA = 1.0
 OPTIMIZATIONS = ("prune", "qat")
+DISTRIBUTE = ("none", "mirrored", "multi-worker")
 
 
 @dataclass(frozen=True)
@@ -136,8 +137,22 @@ class TrainConfig:
     )
     fine_tune_learning_rate: float = setting(1e-4, "fine-tuning learning rate", range=Range(0, 1, low_open=True))
     augment: bool = setting(True, "flip/rotation/zoom/brightness augmentation of training images", option="augment")
+    feature_views: int = setting(
+        0,
+        "augmented views (crop, mirror, colour) of each training photo whose features are cached and added to the "
+        "head's training set",
+        option="feature_views",
+        range=Range(0, 16),
+    )
     seed: int = setting(
         0, "random seed for splits of work, shuffles and initialisation", option="seed", range=Range(0, 2**31 - 1)
+    )
+    distribute: str = setting(
+        "none",
+        "tf.distribute strategy for features and training: none (one device, the GPU when present), mirrored "
+        "(every local GPU), multi-worker (the workers in TF_CONFIG)",
+        option="distribute",
+        choices=DISTRIBUTE,
     )
 
 

