@@ -28,7 +28,7 @@ from .bundle.readmes import write_platform_readmes
 from .bundle.staging import OutputFolder, Staging
 from .config import BuildConfig
 from .core.console import native_output, progress_bar, stage
-from .core.errors import ConfigError, filesystem_error
+from .core.errors import ConfigError, DatasetError, filesystem_error
 from .core.files import prepare_folder, tree_sha256, write_text_atomic
 from .core.preprocessing import Preprocessing
 from .core.stage_cache import StageCache
@@ -150,6 +150,9 @@ def _check_not_inside_dataset(config: BuildConfig) -> None:
     """The output or the cache inside the dataset folder would be scanned as a class of its own."""
     if config.dataset is None:
         return
+    if not Path(config.dataset).is_dir():  # before the weights (a download) and any other work
+        what = "is a file" if Path(config.dataset).exists() else "not found"
+        raise DatasetError(f"{config.dataset}: {what}; pass a folder with one sub-folder of images per class")
     dataset = Path(config.dataset).resolve()
     for option, folder in (("--out", config.out), ("--cache-dir", config.cache_dir)):
         if Path(folder).resolve().is_relative_to(dataset):

@@ -8,6 +8,7 @@ import pytest
 
 from imgpipe.pipeline.verify.calibration import (
     MIN_VAL_ERRORS,
+    MIN_VAL_PHOTOS,
     TEMPERATURE_RANGE,
     expected_calibration_error,
     fit_temperature,
@@ -49,10 +50,18 @@ def test_an_overconfident_model_gets_a_temperature_above_one_that_lowers_the_los
 
 
 def test_too_few_validation_errors_leave_the_model_as_trained():
-    logits = np.eye(3)[[0, 1, 2, 0, 1]] * 5
-    labels = np.array([0, 1, 2, 0, 2])  # one error
+    labels = np.arange(MIN_VAL_PHOTOS) % 3
+    logits = np.eye(3)[labels] * 5
+    logits[0] = np.eye(3)[1] * 5  # one error
     temperature, why = fit_temperature(logits, labels)
-    assert temperature == 1.0 and f"fewer than {MIN_VAL_ERRORS}" in why
+    assert temperature == 1.0 and f"1 error(s), fewer than {MIN_VAL_ERRORS}" in why
+
+
+def test_too_few_validation_photos_leave_the_model_as_trained():
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 3, MIN_VAL_PHOTOS - 1)
+    temperature, why = fit_temperature(rng.normal(size=(len(labels), 3)) * 4, labels)
+    assert temperature == 1.0 and f"fewer than {MIN_VAL_PHOTOS}" in why
 
 
 def test_the_temperature_folded_into_the_head_divides_the_logits():

@@ -327,3 +327,17 @@ def test_a_weights_file_you_may_not_read_says_so(tmp_path, monkeypatch):
     monkeypatch.setattr(weights.os, "access", lambda p, mode: False)  # root may read anything: pretend
     with pytest.raises(WeightsError, match=f"^--weights {path}: permission denied"):
         weights.weight_shapes(path)
+
+
+@pytest.mark.parametrize("make, words", [(lambda p: p.write_text("x"), "is a file"), (lambda p: None, "not found")])
+def test_a_dataset_that_is_not_a_folder_is_said_before_the_weights_are_fetched(tmp_path, capsys, make, words):
+    from imgpipe.pipeline.commands.cli import main
+
+    dataset = tmp_path / "photos"
+    make(dataset)
+    code = main(["build", "--dataset", str(dataset), "--out", str(tmp_path / "out"), "--weights", "imagenet"])
+    line = one_line(capsys.readouterr().err)
+    assert (
+        code == 2
+        and line == f"imgpipe: error: {dataset}: {words}; pass a folder with one sub-folder of images per class"
+    )
