@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from ..pipeline.core.console import echo, setup_console
+from ..pipeline.core.console import command_console, echo, setup_console
 from .markdown import render_markdown, render_scale_markdown
 from .scale import run_scale
 from .suite import PROFILES, RESULTS_DIR, cases_from_environment, run_suite
@@ -42,4 +42,6 @@ def _publish(markdown: str, results: Path) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with command_console():  # other libraries' output (converter bars, TensorFlow's C++ lines) stays out of CI logs
+        code = main()
+    sys.exit(code)

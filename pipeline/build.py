@@ -23,19 +23,20 @@ from ..exporters.base import Artifact, ExportContext
 from ..exporters.registry import FORMATS
 from .bundle.checksums import write_sha256sums, zip_platform_folders
 from .bundle.layout import artifact_path, remove_artifact, write_labels
-from .bundle.manifest import artifact_entry, build_manifest, write_manifest
+from .bundle.manifest import write_manifest
 from .bundle.readmes import write_platform_readmes
+from .bundle.record import calibration_report, manifest_of, test_predictions
 from .bundle.staging import OutputFolder, Staging
 from .config import BuildConfig
 from .core.console import native_output, progress_bar, stage
 from .core.errors import ConfigError, DatasetError, filesystem_error
-from .core.files import prepare_folder, tree_sha256, write_text_atomic
+from .core.files import prepare_folder, write_text_atomic
 from .core.preprocessing import Preprocessing
 from .core.stage_cache import StageCache
 from .data.dataset import DatasetIndex, scan_dataset, write_split_file
 from .data.near_duplicates import FEATURE_LIMIT, feature_pairs
 from .data.photos import Photos
-from .data.synthetic import EMBEDDED_VERSION, embedded_dataset
+from .data.synthetic import embedded_dataset
 from .history import record_build
 from .plan import PlannedArtifact, plan_artifacts
 from .reports.html import write_html_report
@@ -57,11 +58,10 @@ from .training.distribute import Distribution, local_copy, make_distribution
 from .training.fit import predict_photos
 from .training.train import backbone_features, new_classifier, train_classifier
 from .training.weights import resolve_backbone
-from .verify.calibration import reliability_bins
 from .verify.gates import judge
 from .verify.latency import add_latencies
 from .verify.metrics import classification_metrics
-from .verify.temperature import Calibration, calibrate
+from .verify.temperature import calibrate
 from .verify.verify import Reference, Verification, verify_artifact
 
 log = logging.getLogger(__name__)
@@ -293,7 +293,7 @@ def _build(
                 log.warning(f"not published, failed a gate: {v.artifact.name}: {'; '.join(gates.reasons())}")
                 remove_artifact(v.artifact)
         write_labels([v.artifact for v, gates in judged if gates.passed], index.labels)
-        manifest = _manifest(
+        manifest = manifest_of(
             config,
             index,
             preprocessing,
@@ -303,7 +303,7 @@ def _build(
             features,
             distribution,
             optimizations,
-            _calibration_report(calibration, references["float"], test.labels),
+            calibration_report(calibration, references["float"], test.labels),
             timings,
             stages,
             staging.bundle,
@@ -313,7 +313,7 @@ def _build(
         write_text_atomic(staging.root / RECORD_FILE, json.dumps(recorded_config(config), indent=2) + "\n")
         staging.publish()
     result = BuildResult(config.out, manifest, [_result(e, config.out / BUNDLE_DIR) for e in _all_entries(manifest)])
-    result.test_predictions = _test_predictions(index, references["float"], verifications)
+    result.test_predictions = test_predictions(index, references["float"], verifications)
     result.seconds = time.perf_counter() - started
     record_build(config, result)  # the build history (and MLflow when asked); never fails the build
     return result
@@ -375,90 +375,9 @@ class _ArtifactMaker:
             )
 
 
-def _test_predictions(index: DatasetIndex, reference: Reference, verifications: list[Verification]) -> dict:
-    photos = [e for e in index.entries if e.split == "test"]  # the order of index.photos("test")
-    predicted = {reference.name: reference.probs.argmax(1).tolist()}
-    predicted.update({v.artifact.name: v.predictions for v in verifications if v.predictions is not None})
-    return {
-        "paths": [e.relpath for e in photos],
-        "sha256": [e.sha256 for e in photos],
-        "labels": [e.label for e in photos],
-        "predicted": predicted,
-    }
-
-
 def _reference(name: str, model, test: Photos, preprocessing: Preprocessing, labels) -> Reference:
     probs = predict_photos(model, test, preprocessing)
     return Reference(f"keras:{name}", probs, classification_metrics(probs, test.labels, labels))
-
-
-def _manifest(
-    config,
-    index,
-    preprocessing,
-    reference,
-    judged,
-    trained,
-    features,
-    distribution,
-    optimizations,
-    calibration,
-    timings,
-    stages,
-    bundle,
-    dataset,
-):
-    entries = [artifact_entry(v, gates, bundle, published=gates.passed) for v, gates in judged]
-    return build_manifest(
-        config=_public_config(config, dataset),
-        model={f: getattr(config.metadata, f) for f in ("name", "description", "version", "author", "license")},
-        labels=index.labels,
-        preprocessing=preprocessing.to_dict(),
-        dataset={**index.summary(), "root": _dataset_name(config, dataset)},
-        reference=reference.metrics,
-        training={
-            "history": trained.history,
-            "features_computed": 0 if features is None else features.computed,
-            "features_engine": None if features is None else features.engine,
-            "deterministic": True,  # op determinism and fixed seeds: same inputs, seed and cache, same bytes
-            "distribute": {"strategy": distribution.name, "replicas": distribution.replicas},
-        },
-        optimizations=optimizations,
-        calibration=calibration,
-        timings=dict(timings),
-        stages=stages.entries,
-        artifacts=[e for e in entries if e["path"] is not None],
-        rejected=[e for e in entries if e["path"] is None],
-    )
-
-
-def _calibration_report(calibration: Calibration, reference: Reference, test_labels: np.ndarray) -> dict:
-    """The temperature and why, ECE on val before and after it, ECE on test and the reliability diagram's bins
-    (the float model, after the temperature: what every artifact computes)."""
-    return {
-        **calibration.to_dict(),
-        "test_ece": reference.metrics.get("ece"),
-        "reliability": reliability_bins(reference.probs, test_labels) if len(test_labels) else [],
-    }
-
-
-def _public_config(config: BuildConfig, dataset: Path) -> dict:
-    """The configuration as a bundle may carry it into an app: names and digests, never this machine's paths."""
-    public = config.to_dict()
-    public["out"] = "."
-    public["dataset"] = _dataset_name(config, dataset)
-    public["cache_dir"] = None
-    public["history"] = None
-    public["mlflow_uri"] = None  # may carry credentials
-    weights = config.backbone.weights_file
-    if weights is not None:
-        public["backbone"]["weights"] = weights.name
-        public["backbone"]["weights_sha256"] = tree_sha256(weights)
-    return public
-
-
-def _dataset_name(config: BuildConfig, dataset: Path) -> str:
-    return f"embedded:{EMBEDDED_VERSION}" if config.dataset is None else Path(dataset).name
 
 
 def _write_bundle_files(staging: Staging, index: DatasetIndex, manifest: dict) -> None:

@@ -104,12 +104,13 @@ def cached_training(cache: StageCache, key: str, model, train) -> tuple[TrainRes
     if entry is not None:
         model.load_weights(str(entry / WEIGHTS))
         recorded = json.loads((entry / HISTORY).read_text())
-        return TrainResult(model, recorded["history"], recorded["timings"]), True
+        return TrainResult(model, recorded["history"], recorded["timings"], recorded.get("val_accuracy", {})), True
     result = train()
 
     def write(folder: Path) -> None:
         result.model.save_weights(str(folder / WEIGHTS))
-        (folder / HISTORY).write_text(json.dumps({"history": result.history, "timings": result.timings}))
+        recorded = {"history": result.history, "timings": result.timings, "val_accuracy": result.val_accuracy}
+        (folder / HISTORY).write_text(json.dumps(recorded))
 
     _store(cache, "train", key, write)
     return result, False

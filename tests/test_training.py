@@ -69,6 +69,7 @@ def test_pretrained_path_caches_bottlenecks_and_fine_tunes(no_top_weights, split
     first, computed = _train(spec, config, split_data, pre, tmp_path / "cache", tmp_path / "logs")
     assert computed == len(split_data.train) + len(split_data.val)
     assert set(first.history) == {"head", "fine_tune"}
+    assert set(first.val_accuracy) == {"head", "fine_tune"} and all(0 <= v <= 1 for v in first.val_accuracy.values())
     assert len(first.history["head"]["loss"]) <= 2 and "val_loss" in first.history["head"]
     assert list((tmp_path / "logs").glob("*/train/events.out.tfevents*")), "TensorBoard logs per phase"
     second, computed = _train(spec, config, split_data, pre, tmp_path / "cache", tmp_path / "logs2")

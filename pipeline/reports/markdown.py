@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..core.files import write_text_atomic
 from .summary import format_size, recommend
-from .table import artifact_rows, format_percent, latency_note, markdown_table, unavailable_notes
+from .table import artifact_rows, format_change, format_percent, latency_note, markdown_table, unavailable_notes
 
 
 def write_markdown_report(path: Path, manifest: dict) -> None:
@@ -78,8 +78,9 @@ def write_markdown_report(path: Path, manifest: dict) -> None:
         f"- backbone: {b['arch']} alpha {b['alpha']} at {b['image_size']}px, weights `{b['weights']}`",
         f"- preprocessing: {manifest['preprocessing']['resize']}; (pixel - {manifest['preprocessing']['mean']}) / "
         f"{manifest['preprocessing']['std']}, {manifest['preprocessing']['channel_order']}",
-        "",
     ]
+    lines += _validation(manifest.get("training") or {})
+    lines += [""]
     lines += _optimizations(manifest.get("optimizations") or {})
     lines += [
         "## Stage timings",
@@ -88,6 +89,16 @@ def write_markdown_report(path: Path, manifest: dict) -> None:
         "",
     ]
     write_text_atomic(path, "\n".join(lines) + "\n")
+
+
+def _validation(training: dict) -> list[str]:
+    """Validation accuracy after each training phase, and what fine-tuning added."""
+    accuracy = training.get("val_accuracy") or {}
+    if not accuracy:
+        return []
+    phases = ", ".join(f"{phase.replace('_', '-')} {format_percent(value)}" for phase, value in accuracy.items())
+    gain = training.get("fine_tune_gain")
+    return [f"- validation accuracy: {phases}" + ("" if gain is None else f" (fine-tuning: {format_change(-gain)})")]
 
 
 def _calibration(calibration: dict | None) -> list[str]:

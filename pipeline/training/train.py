@@ -19,7 +19,7 @@ from ..core.tf_runtime import load_tensorflow, seed_everything
 from ..data.photos import Photos, TrainingData
 from .distribute import ONE_DEVICE, Distribution
 from .features import Features, cached_features, model_key
-from .fit import adam, epoch_callbacks, fit_images, plain_history
+from .fit import adam, epoch_callbacks, fit_images, plain_history, predict_photos
 from .model import OUTPUT_NAME, build_classifier, feature_extractor
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,8 @@ class TrainResult:
     model: object
     history: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # phase -> metric -> per-epoch
     timings: dict[str, float] = field(default_factory=dict)
+    # validation accuracy after each phase ("head", "fine_tune" or "train"): what fine-tuning bought
+    val_accuracy: dict[str, float] = field(default_factory=dict)
 
 
 def new_classifier(spec: BackboneSpec, config: TrainConfig, num_classes: int, distribution: Distribution = ONE_DEVICE):
@@ -118,6 +120,9 @@ def _train_head_on_features(model, config: TrainConfig, data: TrainingData, feat
     result.timings["train_head"] = time.perf_counter() - start
     result.history["head"] = plain_history(history.history)
     dense.set_weights(head_dense.get_weights())
+    if has_val:
+        kernel, bias = head_dense.get_weights()
+        result.val_accuracy["head"] = float(((val_f @ kernel + bias).argmax(1) == data.val.labels).mean())
 
 
 def _fine_tune(model, config: TrainConfig, data: TrainingData, preprocessing, log_dir, result, trainable_top):
@@ -156,6 +161,9 @@ def _fine_tune(model, config: TrainConfig, data: TrainingData, preprocessing, lo
     )
     result.timings[phase] = time.perf_counter() - start
     result.history[phase] = history
+    if has_val:
+        probs = predict_photos(model, data.val, preprocessing)
+        result.val_accuracy[phase] = float((probs.argmax(1) == data.val.labels).mean())
     for layer in layers:
         layer.trainable = True
 
