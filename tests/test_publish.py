@@ -364,7 +364,21 @@ def test_a_signal_during_publish_is_delivered_once_the_publish_is_complete(tmp_p
     assert "is this build's" in stopped.value.__notes__[0]
 
 
-def test_signals_held_restores_the_handlers(tmp_path):
+@pytest.fixture
+def ctrl_c():
+    """Ctrl-C raising KeyboardInterrupt, as at a terminal, even where the test runner was started with SIGINT
+    ignored (a background job of a non-interactive shell is)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def _interruptible() -> None:
+    """In a child before it starts Python: SIGINT at its default, so Python turns it into KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def test_signals_held_restores_the_handlers(tmp_path, ctrl_c):
     before = signal.getsignal(signal.SIGINT)
     with pytest.raises(KeyboardInterrupt):
         with signals_held():
@@ -400,7 +414,11 @@ def test_sigterm_and_sigint_stop_a_build_publishing_nothing(tmp_path, signum, co
     publish_version(out, "old")
     before = state(out)
     proc = subprocess.Popen(
-        [sys.executable, "-c", STUB_BUILD, str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-c", STUB_BUILD, str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_interruptible,
     )
     deadline = time.monotonic() + 60
     while not (tmp_path / "building").exists() and time.monotonic() < deadline:
