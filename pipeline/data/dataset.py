@@ -172,8 +172,7 @@ def scan_dataset(
         for rel, (_, label, check) in zip(relpaths, kept)
     ]
     pairs = hash_pairs(np.array([e.phash or 0 for e in entries], dtype=np.uint64))
-    index = DatasetIndex(root, labels, _with_splits(entries, [e.group for e in entries], fractions), problems)
-    index = index.regrouped(fractions, pairs, "perceptual hash")
+    index = DatasetIndex(root, labels, entries, problems).regrouped(fractions, pairs, "perceptual hash")  # splits
     index.problems.extend(_duplicate_problems(index.entries, labels))
     return index
 
