@@ -19,6 +19,8 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from ..exporters.base import Artifact
 from ..exporters.registry import open_runner
 from .config import BuildConfig
@@ -117,8 +119,6 @@ def cached_training(cache: StageCache, key: str, model, train) -> tuple[TrainRes
 
 
 def cached_reference(cache: StageCache, key: str, compute) -> tuple[Reference, bool]:
-    import numpy as np
-
     entry = cache.lookup("reference", key)
     if entry is not None:
         recorded = json.loads((entry / RECORD).read_text())

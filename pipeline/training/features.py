@@ -92,7 +92,11 @@ def cached_features(
                             _write(folder, names[view][indices[j]], feat)
                         advance(len(out))
     flat = [f for row in features for f in row]
-    values = np.stack(flat).astype(np.float32) if flat else np.zeros((0, extractor.output_shape[-1]), np.float32)
+    # copy=False: the stacked array is already float32 (the cache holds float32), and at 100,000 photos a second
+    # copy is 512 MB of peak memory
+    values = (
+        np.stack(flat).astype(np.float32, copy=False) if flat else np.zeros((0, extractor.output_shape[-1]), np.float32)
+    )
     return Features(values, todo, engine, conversion)
 
 
