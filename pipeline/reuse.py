@@ -6,13 +6,19 @@ weights' hash), the training settings, the labels and the photos of the train an
 labels), so adding photos to the dataset retrains, but changing targets, variants, gates or export options does
 not. An artifact reads the trained model (the training key), its format, variant and export options, the
 metadata it embeds, the calibration photos (the train split) and the test split it is verified on. Latency is
-measured again in every build: it is a measurement of this machine now, not a property of the artifact.
+measured again in every build that computes anything: it is a measurement of this machine now, not a property
+of the artifact.
+
+A build whose key (every setting that changes its outputs, the weights and every photo) is that of an earlier
+build is taken whole from the cache without importing TensorFlow: its manifest says every stage was reused, and
+its latency is the one measured then.
 
 Models from `--optimize` (pruning, QAT) are not cached: their artifacts are made again in every build.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -23,19 +29,25 @@ import numpy as np
 
 from ..exporters.base import Artifact
 from ..exporters.registry import open_runner
+from .bundle.checksums import write_sha256sums
+from .bundle.manifest import write_manifest
+from .bundle.staging import PUBLISHED_ENTRIES
 from .config import BuildConfig
-from .core.files import write_text_atomic
+from .core.files import tree_sha256
 from .core.preprocessing import Preprocessing
 from .core.stage_cache import StageCache, stage_key
 from .data.dataset import DatasetIndex
-from .data.decode import FileCheck
+from .settings import recorded_config
 from .training.features import model_key
 from .training.train import TrainResult
 from .verify.verify import Reference, Verification
 
 log = logging.getLogger(__name__)
 WEIGHTS, HISTORY, PROBS, RECORD = "model.weights.h5", "history.json", "probs.npy", "artifact.json"
-CHECKS = "scan-checks.json"
+PREDICTIONS = "test-predictions.json"
+SCAN_CHECKS, WEIGHT_CHECKS = "scan-checks", "weight-checks"  # memos (StageCache.with_memo)
+# Settings that change where a build writes or logs, not what it computes.
+NOT_COMPUTED = ("cache_dir", "history", "record_history", "mlflow_uri", "mlflow_experiment")
 
 
 @dataclass
@@ -50,23 +62,50 @@ class StageLog:
             log.info(f"{name}: reused (its inputs are unchanged)")
 
 
-def load_checks(cache: StageCache) -> dict[str, FileCheck]:
-    """The dataset scan's earlier checks (decodable, perceptual hash) by file hash: a rescan only hashes files
-    it has seen. A missing or unreadable record costs only a full scan."""
-    try:
-        rows = json.loads((cache.root / CHECKS).read_text())
-        return {sha: FileCheck(sha, error, phash) for sha, error, phash in rows}
-    except (OSError, ValueError, TypeError):
-        return {}
+def build_key(config: BuildConfig, index: DatasetIndex) -> str:
+    """The whole build's key: every setting that changes what it computes, the weights file's content and every
+    photo with its label, split and group. A build with the same key would make the same bundle."""
+    settings = {k: v for k, v in recorded_config(config).items() if k not in NOT_COMPUTED}
+    weights = config.backbone.weights_file
+    photos = hashlib.sha256()
+    for e in index.entries:
+        photos.update(f"{e.relpath}\0{e.sha256}\0{e.label}\0{e.split}\0{e.group}\n".encode())
+    return stage_key(
+        "build",
+        settings=settings,
+        weights=None if weights is None else tree_sha256(weights),
+        labels=index.labels,
+        photos=photos.hexdigest(),
+        problems=index.problems,
+    )
 
 
-def save_checks(cache: StageCache, checked: dict[str, FileCheck]) -> None:
-    rows = [[c.sha256, c.error, c.phash] for c in checked.values()]
-    try:
-        cache.root.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(cache.root / CHECKS, json.dumps(rows))
-    except OSError as e:
-        log.warning(f"{cache.root / CHECKS}: could not keep the scan's checks for later builds ({e.strerror or e})")
+def store_build(cache: StageCache, key: str, root: Path, predictions: dict) -> None:
+    """Keep a finished build's published files (copies: OUT may be edited) and its test predictions."""
+
+    def write(folder: Path) -> None:
+        for name in PUBLISHED_ENTRIES:
+            if (root / name).exists():
+                _copy(root / name, folder / name)
+        (folder / PREDICTIONS).write_text(json.dumps(predictions))
+
+    _store(cache, "build", key, write)
+
+
+def restore_build(entry: Path, root: Path, key: str) -> tuple[dict, dict]:
+    """An unchanged build's files copied into `root` (the staging folder), its manifest saying that every stage
+    was reused, with the checksums made again: (the manifest, the test predictions). The latency it reports is
+    the one measured when the build was made."""
+    for name in PUBLISHED_ENTRIES:
+        if (entry / name).exists():
+            _copy(entry / name, root / name)
+    manifest_path = root / "bundle" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["stages"] = {name: {**s, "reused": True} for name, s in manifest.get("stages", {}).items()}
+    manifest["stages"]["build"] = {"key": key, "reused": True}
+    write_manifest(manifest_path, manifest)
+    write_sha256sums(root / "bundle")
+    return manifest, json.loads((entry / PREDICTIONS).read_text())
 
 
 def train_key(config: BuildConfig, preprocessing: Preprocessing, index: DatasetIndex) -> str:
@@ -219,7 +258,7 @@ def _store(cache: StageCache, stage: str, key: str, write) -> None:
 
 def _copy(source: Path, dest: Path) -> None:
     if source.is_dir():
-        shutil.copytree(source, dest)
+        shutil.copytree(source, dest, dirs_exist_ok=True)  # the staging folder's bundle exists, empty
     else:
         shutil.copy2(source, dest)
 

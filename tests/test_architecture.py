@@ -24,6 +24,7 @@ LAYERS = [
     ("imgpipe.pipeline.bundle",),
     ("imgpipe.pipeline.history",),
     ("imgpipe.pipeline.settings", "imgpipe.pipeline.reuse"),
+    ("imgpipe.pipeline.produce",),
     ("imgpipe.pipeline.build",),
     ("imgpipe.pipeline.api",),
     ("imgpipe.benchmarks",),

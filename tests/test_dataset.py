@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -128,6 +129,21 @@ def test_digest_changes_with_content_and_not_with_scan_order(tmp_path):
     assert scan_dataset(tmp_path).digest == first
     _save(tmp_path / "a" / "a0.png", size=(41, 30))
     assert scan_dataset(tmp_path).digest != first
+
+
+def test_a_rescan_reads_only_files_whose_size_or_time_changed(tmp_path, monkeypatch):
+    _dataset(tmp_path)
+    memo: dict = {}
+    first = scan_dataset(tmp_path, memo=memo)
+    read = []
+    real_read = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: read.append(self.name) or real_read(self))
+    assert scan_dataset(tmp_path, memo=memo).digest == first.digest and read == []
+    edited = tmp_path / "a" / "a1.png"
+    _save(edited, size=(40, 31))  # new content, new time
+    again = scan_dataset(tmp_path, memo=memo)
+    assert read == ["a1.png"] and again.digest != first.digest
+    assert memo["files"][str(edited.resolve())][2] == next(e.sha256 for e in again.entries if e.relpath == "a/a1.png")
 
 
 def test_identical_files_across_classes_are_flagged(tmp_path):

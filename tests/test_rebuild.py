@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from conftest import run_cli_process
+from conftest import cli_build_args, run_cli_process
 
 from imgpipe.pipeline.core.files import tree_sha256
 
@@ -44,6 +46,37 @@ def test_export_takes_training_and_unchanged_artifacts_from_the_cache(cli_build_
     assert again["metrics"]["accuracy"] == onnx_first["metrics"]["accuracy"]
     assert again["metrics"]["latency_ms_p50"] is not None  # measured again: it is this machine, now
     assert "train: reused" in stderr
+
+
+def test_an_unchanged_rebuild_is_taken_whole_from_the_cache_without_tensorflow(
+    cli_build_run, tiny_backbone_weights, tmp_path
+):
+    """The shared build's own command again, with a copy of its cache: nothing is computed, TensorFlow is not
+    even imported, and the bundle is the same but for the manifest saying so (and the checksums of it)."""
+    cache = _copy_cache(cli_build_run, tmp_path)
+    out = tmp_path / "again"
+    args = cli_build_args(cli_build_run.data.parent, tiny_backbone_weights, out)
+    args[args.index("--cache-dir") + 1] = str(cache)
+    script = (
+        "import sys; from imgpipe.pipeline.commands.cli import main; code = main(sys.argv[1:]); "
+        "print('tensorflow imported:', 'tensorflow' in sys.modules, file=sys.stderr); sys.exit(code)"
+    )
+    proc = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == cli_build_run.code, proc.stderr
+    assert "tensorflow imported: False" in proc.stderr and "unchanged" in proc.stderr
+    first, again = _manifest(cli_build_run.out), _manifest(out)
+    assert again["stages"]["build"]["reused"] and all(s["reused"] for s in again["stages"].values())
+    assert set(again["stages"]) == set(first["stages"])
+    assert again["artifacts"] == first["artifacts"] and again["rejected"] == first["rejected"]
+    changed = {"manifest.json", "SHA256SUMS"}
+    bundle, first_bundle = out / "bundle", cli_build_run.out / "bundle"
+    files = sorted(p.relative_to(bundle) for p in bundle.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(first_bundle) for p in first_bundle.rglob("*") if p.is_file())
+    for name in files:
+        if name.name not in changed:
+            assert (bundle / name).read_bytes() == (first_bundle / name).read_bytes(), name
+    sums = dict(line.split("  ", 1)[::-1] for line in (bundle / "SHA256SUMS").read_text().splitlines())
+    assert sums["manifest.json"] == tree_sha256(bundle / "manifest.json")
 
 
 def test_export_without_the_trained_model_in_the_cache_stops_with_one_line(cli_build_run, tmp_path):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
 
 import numpy as np
 import pytest
@@ -122,6 +124,20 @@ def test_weights_file_decides_the_width_and_a_misfit_names_the_right_one(no_top_
         resolve_backbone(BackboneSpec("mobilenet_v1", 0.25, TINY_SIZE, str(no_top_weights)))
     with pytest.raises(WeightsError, match="--alpha 0.35"):
         resolve_backbone(BackboneSpec("mobilenet_v2", 0.5, TINY_SIZE, str(no_top_weights)))
+
+
+def test_a_weights_file_checked_once_is_not_checked_again_until_it_changes(no_top_weights, tmp_path, monkeypatch):
+    weights = tmp_path / "weights.h5"
+    shutil.copy2(no_top_weights, weights)
+    fitted: dict = {}
+    spec = BackboneSpec("mobilenet_v2", None, TINY_SIZE, str(weights))
+    assert resolve_backbone(spec, fitted).alpha == 0.35 and len(fitted) == 1
+    checks = []
+    stand_in = lambda path, prefer: checks.append(path) or ("mobilenet_v2", 0.5)  # noqa: E731
+    monkeypatch.setattr("imgpipe.pipeline.training.weights.identify", stand_in)
+    assert resolve_backbone(spec, fitted).alpha == 0.35 and checks == []  # trusted: same file, size and time
+    os.utime(weights, ns=(0, 0))  # touched: checked again
+    assert resolve_backbone(spec, fitted).alpha == 0.5 and checks == [weights]
 
 
 @pytest.mark.parametrize("content", [b"", b"not hdf5 at all", None])

@@ -38,7 +38,8 @@ from ..core.files import prepare_folder, write_text_atomic
 from ..core.signals import Terminated, signals_held
 from .lock import PUBLISH_LOCK, FileLock, lock_build
 
-PUBLISHED_ENTRIES = ("bundle", "report.md", "report.html", "metrics.json", "logs", "keras", "build.json")
+REPORT_HTML = "report.html"
+PUBLISHED_ENTRIES = ("bundle", "report.md", REPORT_HTML, "metrics.json", "logs", "keras", "build.json")
 STAGING_PREFIX = ".imgpipe-staging-"
 PREVIOUS = ".imgpipe-previous"
 DISCARD_PREFIX = ".imgpipe-discard-"

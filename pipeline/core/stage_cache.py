@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -18,7 +19,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from .files import write_text_atomic
 from .version import __version__, library_versions
+
+log = logging.getLogger(__name__)
 
 COMPLETE = "complete"  # written last inside an entry
 
@@ -57,3 +61,21 @@ class StageCache:
                 os.replace(work, final)
         finally:
             shutil.rmtree(work, ignore_errors=True)
+
+    def with_memo(self, name: str, compute):
+        """`compute(memo)` with the JSON dict kept as `root/<name>.json` (what earlier builds learnt: file checks,
+        weight checks), which it may add to; the dict is saved after. A missing or unreadable memo costs only the
+        work it would have saved, and so does one that cannot be written."""
+        path = self.root / f"{name}.json"
+        try:
+            memo = json.loads(path.read_text())
+        except (OSError, ValueError):
+            memo = {}
+        memo = memo if isinstance(memo, dict) else {}
+        result = compute(memo)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(path, json.dumps(memo))
+        except OSError as e:
+            log.warning(f"{path}: could not keep this for later builds ({e.strerror or e})")
+        return result

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -127,15 +128,15 @@ def scan_dataset(
     fractions: SplitFractions = SplitFractions(),
     allowed_labels: list[str] | None = None,
     groups_file: Path | None = None,
-    checked: dict[str, FileCheck] | None = None,
+    memo: dict | None = None,
 ) -> DatasetIndex:
     """Find, check and split every image under `root/<class>/`, keeping no pixels.
 
     `allowed_labels` (evaluation of an existing bundle) keeps the bundle's label order and makes any other
     class folder an error. Unreadable files are reported and left out rather than failing the whole build.
     `groups_file` (CSV `path,group`) keeps each group of photos in one split; photos whose perceptual hashes are
-    within HASH_DISTANCE are grouped too. `checked` holds earlier checks by file hash (the build's cache), which
-    are not redone; new ones are added to it.
+    within HASH_DISTANCE are grouped too. `memo` (JSON-able, kept in the build's cache) holds what earlier scans
+    learnt, which is not redone; this scan's findings are added to it.
     """
     fractions.check()
     root = Path(root)
@@ -145,7 +146,7 @@ def scan_dataset(
     files_by_class = find_images(root, problems)
     labels = _choose_labels(root, files_by_class, allowed_labels)
     candidates = [(f, labels.index(name)) for name in sorted(files_by_class) for f in files_by_class[name]]
-    results = _check_all([f for f, _ in candidates], {} if checked is None else checked)
+    results = _check_all([f for f, _ in candidates], {} if memo is None else memo)
 
     kept: list[tuple[Path, int, FileCheck]] = []
     unreadable = []
@@ -182,25 +183,35 @@ def _with_splits(entries: list[ImageEntry], groups: list[str], fractions: SplitF
     return [replace(e, split=s, group=g) for e, s, g in zip(entries, splits, groups)]
 
 
-def _check_all(paths: list[Path], checked: dict[str, FileCheck]) -> list[FileCheck]:
-    """Every file's check, in parallel; a file whose hash was checked before is only hashed."""
+def _check_all(paths: list[Path], memo: dict) -> list[FileCheck]:
+    """Every file's check, in parallel. `memo["checks"]` holds earlier checks by content hash, so a file seen
+    before is only hashed; `memo["files"]` holds each path's hash with its size and modification time, which a
+    file that still has both is not even read for (make's and rsync's rule: an edit changes the time)."""
+    checks: dict[str, list] = memo.setdefault("checks", {})  # sha256 -> [error, phash]
+    files: dict[str, list] = memo.setdefault("files", {})  # absolute path -> [size, mtime_ns, sha256]
 
-    def check(path: Path) -> FileCheck:
+    def check(path: Path) -> tuple[FileCheck, list | None]:
         try:
+            stat = path.stat()
+            seen = files.get(os.path.abspath(path))
+            if seen and seen[:2] == [stat.st_size, stat.st_mtime_ns] and seen[2] in checks:
+                return FileCheck(seen[2], *checks[seen[2]]), seen
             data = path.read_bytes()
         except PermissionError:
             raise  # a permission the user can fix: the build stops with one line naming the file
         except OSError as e:
-            return FileCheck("", unreadable_reason(e), None)
+            return FileCheck("", unreadable_reason(e), None), None
         sha = hashlib.sha256(data).hexdigest()
-        return checked.get(sha) or check_bytes(sha, data)
+        known = checks.get(sha)
+        return (FileCheck(sha, *known) if known else check_bytes(sha, data)), [stat.st_size, stat.st_mtime_ns, sha]
 
     with ThreadPoolExecutor(max_workers=WORKERS) as pool, progress_bar("checking photos", len(paths)) as advance:
         results = []
-        for result in pool.map(check, paths):
+        for path, (result, identity) in zip(paths, pool.map(check, paths)):
             results.append(result)
-            if result.sha256 and result.sha256 not in checked:
-                checked[result.sha256] = result
+            if identity is not None:
+                checks[result.sha256] = [result.error, result.phash]
+                files[os.path.abspath(path)] = identity
             advance(1)
         return results
 

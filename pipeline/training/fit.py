@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import math
 from contextlib import ExitStack
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -114,7 +115,7 @@ def epoch_callbacks(
 ) -> list:
     """TensorBoard logs, early stopping on val loss (when `patience` is given) and a progress bar per epoch."""
     _, keras = load_tensorflow()
-    callbacks = [EpochProgress(phase, epochs)]
+    callbacks = [epoch_progress_class()(phase, epochs)]
     if log_dir is not None:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(log_dir), write_graph=False, profile_batch=0))
     if patience is not None:
@@ -130,41 +131,44 @@ def plain_history(history: dict) -> dict[str, list[float]]:
     return {k: [float(v) for v in vals] for k, vals in history.items()}
 
 
-def _keras_callback_base():
+@lru_cache(maxsize=None)
+def epoch_progress_class():
+    """EpochProgress, made on first use: its base class is Keras', and importing this module must not import
+    TensorFlow (a rebuild whose every stage is reused never needs it)."""
     _, keras = load_tensorflow()
-    return keras.callbacks.Callback
 
+    class EpochProgress(keras.callbacks.Callback):
+        """One bar per training phase, advanced every training step (a first epoch can take minutes on a large
+        dataset), with the epoch and its latest loss and accuracy beside it; each epoch's numbers also go to the debug
+        log, so `-v` shows what Keras' verbose output would have."""
 
-class EpochProgress(_keras_callback_base()):
-    """One bar per training phase, advanced every training step (a first epoch can take minutes on a large
-    dataset), with the epoch and its latest loss and accuracy beside it; each epoch's numbers also go to the debug
-    log, so `-v` shows what Keras' verbose output would have."""
+        def __init__(self, phase: str, epochs: int):
+            super().__init__()
+            self.phase, self.epochs = phase, epochs
+            self._stack = ExitStack()
+            self._advance = None
+            self._epoch, self._last = 0, ""
 
-    def __init__(self, phase: str, epochs: int):
-        super().__init__()
-        self.phase, self.epochs = phase, epochs
-        self._stack = ExitStack()
-        self._advance = None
-        self._epoch, self._last = 0, ""
+        def on_train_begin(self, logs=None):
+            steps = (self.params or {}).get("steps") or 0
+            total, unit = (self.epochs * steps, "step") if steps else (self.epochs, "epoch")
+            self._per_step = bool(steps)
+            self._advance = self._stack.enter_context(progress_bar(self.phase.replace("_", "-"), total, unit))
 
-    def on_train_begin(self, logs=None):
-        steps = (self.params or {}).get("steps") or 0
-        total, unit = (self.epochs * steps, "step") if steps else (self.epochs, "epoch")
-        self._per_step = bool(steps)
-        self._advance = self._stack.enter_context(progress_bar(self.phase.replace("_", "-"), total, unit))
+        def on_epoch_begin(self, epoch, logs=None):
+            self._epoch = epoch + 1
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch + 1
+        def on_train_batch_end(self, batch, logs=None):
+            if self._per_step:
+                self._advance(1, f"epoch {self._epoch}/{self.epochs}  {self._last}".rstrip())
 
-    def on_train_batch_end(self, batch, logs=None):
-        if self._per_step:
-            self._advance(1, f"epoch {self._epoch}/{self.epochs}  {self._last}".rstrip())
+        def on_epoch_end(self, epoch, logs=None):
+            self._last = "  ".join(f"{k} {v:.3f}" for k, v in (logs or {}).items() if "loss" in k or "accuracy" in k)
+            log.debug(f"{self.phase} epoch {epoch + 1}/{self.epochs}: {self._last}")
+            if not self._per_step:
+                self._advance(1, self._last)
 
-    def on_epoch_end(self, epoch, logs=None):
-        self._last = "  ".join(f"{k} {v:.3f}" for k, v in (logs or {}).items() if "loss" in k or "accuracy" in k)
-        log.debug(f"{self.phase} epoch {epoch + 1}/{self.epochs}: {self._last}")
-        if not self._per_step:
-            self._advance(1, self._last)
+        def on_train_end(self, logs=None):
+            self._stack.close()
 
-    def on_train_end(self, logs=None):
-        self._stack.close()
+    return EpochProgress

@@ -25,15 +25,20 @@ SKELETON_SIZE = 96  # shapes of convolution weights do not depend on the input s
 log = logging.getLogger(__name__)
 
 
-def resolve_backbone(spec: BackboneSpec) -> BackboneSpec:
+def resolve_backbone(spec: BackboneSpec, fitted: dict | None = None) -> BackboneSpec:
     """`spec` with its width multiplier decided (the one the weights file was made for, else DEFAULT_ALPHA) and its
     weights known to load: a file that does not fit, or ImageNet weights that cannot be downloaded, fail here.
-    The console says which width was chosen and why."""
+    The console says which width was chosen and why. `fitted` (JSON-able, kept in the build's cache) holds the
+    width of each weights file already checked, by path, size and modification time: checking builds a Keras
+    skeleton, which costs TensorFlow's import and a second."""
+    asked = None if spec.weights_file is None else _identity(spec)
     if spec.weights_file is None:
         why = "as set" if spec.alpha is not None else "the default width, --alpha to change"
         spec = spec if spec.alpha is not None else replace(spec, alpha=DEFAULT_ALPHA)
         if spec.weights == "imagenet":
             _fetch_imagenet(spec)
+    elif (alpha := (fitted or {}).get(asked)) is not None:
+        spec, why = replace(spec, alpha=alpha), "checked by an earlier build"
     elif spec.alpha is None:
         found = identify(spec.weights_file, prefer=spec.arch)
         if found is None or found[0] != spec.arch:
@@ -42,8 +47,20 @@ def resolve_backbone(spec: BackboneSpec) -> BackboneSpec:
     else:
         check_weights_fit(spec)
         why = "as set; the weights file fits it"
+    if asked is not None and fitted is not None:
+        fitted[asked] = spec.alpha
     log.info(f"backbone: {describe_backbone(spec)} (alpha {_width(spec.alpha)}: {why})")
     return spec
+
+
+def _identity(spec: BackboneSpec) -> str | None:
+    """The weights file as it is now (an edited or replaced file has another size or time) and the width asked;
+    None when it cannot be read (the check then says why)."""
+    try:
+        stat = spec.weights_file.stat()
+    except OSError:
+        return None
+    return f"{spec.weights_file.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{spec.arch}|{spec.alpha}"
 
 
 def describe_backbone(spec: BackboneSpec) -> str:
