@@ -72,7 +72,10 @@ def produce(
     index.check_splits(config.split)
     _log_counts(index)
     data = index.training_data(config.backbone.image_size, staging.work)
-    head_features = None if features is None else _by_split(index, features.values)
+    head_features = None
+    if features is not None:
+        head_features = _by_split(index, features.values)
+        features.values = None  # the rows above are copies; the whole array (512 MB at 100,000 photos) can go
     if features is not None and config.train.feature_views:
         with stage("augmented features", timings):
             views = backbone_features(

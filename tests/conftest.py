@@ -2,6 +2,10 @@
 
 Expensive things are made once per session and shared: the tiny trained model, every exported artifact
 (`exported`), and one real `imgpipe build` through the command line (`cli_build`) that the end-to-end tests read.
+
+The suite runs on two pytest-xdist workers (`-n 2` in pyproject.toml). Session and module fixtures are made once
+per worker that needs them, so `pytest_collection_modifyitems` keeps each file's tests on one worker, and every
+test that reads one of the expensive shared builds on the worker that makes it.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+SHARED_BUILDS = ("cli_build_run", "flowers_build")  # made once: their readers share one worker
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -285,3 +291,11 @@ def flowers_build(tmp_path_factory):
     config.variants = {"tflite": ["fp32", "int8"], "onnx": ["fp32", "int8"], "coreml": ["fp16"]}
     config.allow_failures = True
     return run_build(config).manifest, root
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the marks
+def pytest_collection_modifyitems(items):
+    """An xdist group per file, or per shared build for the tests that read one (`--dist loadgroup`)."""
+    for item in items:
+        shared = next((name for name in SHARED_BUILDS if name in item.fixturenames), None)
+        item.add_marker(pytest.mark.xdist_group(shared or item.nodeid.split("::")[0]))

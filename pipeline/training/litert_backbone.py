@@ -2,9 +2,10 @@
 
 Measured side by side on 2 cores (V2-0.5, 224 px): Keras' eager call 11.6 ms per photo, the same model traced into
 one TensorFlow graph 6.1 ms, LiteRT with XNNPACK on one thread 2.0 ms, features within 2.4e-5 of Keras'. Converting
-the backbone takes about 12 s whatever its size, so it is done only when it pays: when many photos need features,
-or when an earlier build already converted this backbone (the file is cached beside its features). One thread:
-the other core decodes the next photos meanwhile.
+the backbone takes about a second (a traced function as the converter's trackable object; the Keras model in its
+place makes TensorFlow save and reload a SavedModel first: 13 s, the same bytes out), so it is done when a few
+hundred photos need features, or when an earlier build already converted this backbone (the file is cached beside
+its features). One thread: the other core decodes the next photos meanwhile.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ import numpy as np
 from ..core.files import write_atomic
 from ..core.tf_runtime import load_tensorflow
 
-# Photos whose features pay for the conversion (11-17 s). In whole builds of generated flowers photos, decoding
+# Photos whose features pay for the conversion (about 1 s). In whole builds of generated flowers photos, decoding
 # and resizing share the two cores with the backbone: 5.9 ms per photo with the graph (2,000 photos) against 3.8 ms
-# with LiteRT (25,000), so the conversion pays from about 6,000 new photos.
-WORTH_CONVERTING = 6_000
+# with LiteRT (25,000), so the conversion pays from about 500 new photos.
+WORTH_CONVERTING = 500
 FILE = "backbone.tflite"
 TOLERANCE = 1e-4  # largest difference from Keras' features allowed (measured: 2.4e-5 on V2-0.5)
 
@@ -61,4 +62,4 @@ def _convert(extractor) -> bytes:
     size = extractor.input_shape[1]
     function = tf.function(lambda x: extractor(x, training=False))
     concrete = function.get_concrete_function(tf.TensorSpec([1, size, size, 3], tf.float32))
-    return tf.lite.TFLiteConverter.from_concrete_functions([concrete], extractor).convert()
+    return tf.lite.TFLiteConverter.from_concrete_functions([concrete], function).convert()
