@@ -30,7 +30,17 @@ from .plan import PlannedArtifact
 from .reports.html import write_html_report
 from .reports.markdown import write_markdown_report
 from .reports.metrics_json import write_metrics_json
-from .reuse import StageLog, artifact_key, cached_artifact, cached_reference, cached_training, reference_key, train_key
+from .reuse import (
+    StageLog,
+    artifact_key,
+    cached_artifact,
+    cached_optimization,
+    cached_reference,
+    cached_training,
+    optimize_key,
+    reference_key,
+    train_key,
+)
 from .training.distribute import Distribution, local_copy
 from .training.fit import predict_photos
 from .training.train import backbone_features, new_classifier, train_classifier
@@ -119,24 +129,28 @@ def produce(
     _save_keras_model(trained.model, staging.root / "keras")
     test = index.photos("test", config.backbone.image_size, staging.work)
     models, optimizations = {"float": trained.model}, {}
+    model_keys = {"float": float_key}  # what each source model was made from: the keys of its artifacts
+    logs = staging.root / "logs"
     for name in config.optimize:
-        from .optimize.sources import optimized_model
+        from .optimize.sources import optimized_model, optimized_structure
 
+        model_keys[name] = optimize_key(config, float_key, name, index)
         with stage(f"optimize {name}", timings):
-            models[name], optimizations[name] = optimized_model(
-                name, trained.model, data, preprocessing, config, staging.root / "logs"
+            (models[name], optimizations[name]), reused = cached_optimization(
+                reusable,
+                model_keys[name],
+                lambda name=name: optimized_structure(name, trained.model),
+                lambda name=name: optimized_model(name, trained.model, data, preprocessing, config, logs),
             )
+        stages.add(f"optimize {name}", model_keys[name], reused)
     with stage("reference", timings):
-        references = {
-            name: _reference(name, m, test, preprocessing, index.labels)
-            for name, m in models.items()
-            if name != "float"
-        }
-        key = reference_key(float_key, index)
-        references["float"], reused = cached_reference(
-            cache, key, lambda: _reference("float", trained.model, test, preprocessing, index.labels)
-        )
-        stages.add("reference", key, reused)
+        references = {}
+        for name, m in models.items():
+            key = reference_key(model_keys[name], index)
+            references[name], reused = cached_reference(
+                cache, key, lambda name=name, m=m: _reference(name, m, test, preprocessing, index.labels)
+            )
+            stages.add("reference" if name == "float" else f"reference {name}", key, reused)
     maker = _ArtifactMaker(
         config,
         index.labels,
@@ -148,7 +162,7 @@ def produce(
         timings,
         cache,
         stages,
-        {"float": float_key},
+        model_keys,
         index,
     )
     memos = {name: {} for name in models}  # conversions the exports of one model share
@@ -199,7 +213,7 @@ class _ArtifactMaker:
     timings: dict[str, float]
     cache: StageCache
     stages: StageLog
-    model_keys: dict[str, str]  # source -> the key of the training that made it (cached sources only)
+    model_keys: dict[str, str]  # source -> the key of the stage that made it (training, pruning, QAT)
     index: DatasetIndex
 
     def make(self, item: PlannedArtifact, model, memo: dict) -> Verification:

@@ -13,7 +13,8 @@ A build whose key (every setting that changes its outputs, the weights and every
 build is taken whole from the cache without importing TensorFlow: its manifest says every stage was reused, and
 its latency is the one measured then.
 
-Models from `--optimize` (pruning, QAT) are not cached: their artifacts are made again in every build.
+Models from `--optimize` (pruning, QAT) read the float model, their settings and the train and val photos; their
+references and artifacts are keyed by that like the float model's.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from .verify.verify import Reference, Verification
 log = logging.getLogger(__name__)
 WEIGHTS, HISTORY, PROBS, RECORD = "model.weights.h5", "history.json", "probs.npy", "artifact.json"
 PREDICTIONS = "test-predictions.json"
+CHECKPOINT, REPORT = "checkpoint", "report.json"  # an optimized model's weights (TensorFlow checkpoint), its report
 SCAN_CHECKS, WEIGHT_CHECKS = "scan-checks", "weight-checks"  # memos (StageCache.with_memo)
 # Settings that change where a build writes or logs, not what it computes.
 NOT_COMPUTED = ("cache_dir", "history", "record_history", "mlflow_uri", "mlflow_experiment")
@@ -132,6 +134,38 @@ def artifact_key(config: BuildConfig, model: str, index: DatasetIndex, fmt: str,
         test_photos=index.split_digest("test"),
         threads=config.latency.threads,
     )
+
+
+def optimize_key(config: BuildConfig, model: str, name: str, index: DatasetIndex) -> str:
+    """A pruned or quantization-aware model reads the float model, its own settings and the train and val photos
+    it fine-tunes on."""
+    return stage_key(
+        "optimize",
+        model=model,
+        optimization=name,
+        settings=asdict(getattr(config, name)),
+        train_photos=index.split_digest("train"),
+        val_photos=index.split_digest("val"),
+    )
+
+
+def cached_optimization(cache: StageCache, key: str, structure, compute) -> tuple[tuple[object, dict], bool]:
+    """((the optimized model, its report), whether it came from the cache). A hit loads the weights into
+    `structure()`, an untrained model of the same structure (TensorFlow's object-based checkpoint: it matches
+    tfmot's wrapper variables by their place in the model, not by their order)."""
+    entry = cache.lookup("optimize", key)
+    if entry is not None:
+        model = structure()
+        model.load_weights(str(entry / CHECKPOINT)).expect_partial()
+        return (model, json.loads((entry / REPORT).read_text())), True
+    model, report = compute()
+
+    def write(folder: Path) -> None:
+        model.save_weights(str(folder / CHECKPOINT))
+        (folder / REPORT).write_text(json.dumps(report, default=_plain))
+
+    _store(cache, "optimize", key, write)
+    return (model, report), False
 
 
 def reference_key(model: str, index: DatasetIndex) -> str:

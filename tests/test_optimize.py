@@ -216,3 +216,24 @@ def test_an_empty_training_split_is_a_user_error(tiny_model, tiny_images, tmp_pa
     images, labels = tiny_images
     with pytest.raises(DatasetError, match="empty"):
         qat_model(tiny_model, _split(images[:0], labels[:0]), Preprocessing(TINY_SIZE), QatConfig(), tmp_path)
+
+
+@pytest.mark.parametrize("name", ["prune", "qat"])
+def test_a_cached_optimized_model_predicts_like_the_one_stored(
+    name, pruned, quantized, tiny_model, tiny_images, tmp_path
+):
+    """A rebuild takes the pruned or QAT model from the stage cache: loaded into a fresh structure, it gives the
+    stored model's outputs, and its report comes back with it."""
+    from imgpipe.pipeline.core.stage_cache import StageCache
+    from imgpipe.pipeline.optimize.sources import optimized_structure
+    from imgpipe.pipeline.reuse import cached_optimization
+
+    model, report, _ = pruned if name == "prune" else quantized
+    cache = StageCache(tmp_path)
+    structure = lambda: optimized_structure(name, tiny_model)  # noqa: E731
+    (stored, _), reused = cached_optimization(cache, "k", structure, lambda: (model, report))
+    assert stored is model and not reused
+    (loaded, loaded_report), reused = cached_optimization(cache, "k", structure, lambda: pytest.fail("recomputed"))
+    assert reused and loaded is not model and loaded_report["method"] == report["method"]
+    images = Preprocessing(TINY_SIZE).normalize(tiny_images[0][:8])
+    np.testing.assert_allclose(loaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-6)

@@ -53,23 +53,7 @@ def qat_model(model, data: TrainingData, preprocessing: Preprocessing, config: Q
     _, keras = load_tensorflow()
     quantization = tfmot().quantization.keras
     seed_everything(config.seed)
-    registry = quantization.default_8bit.Default8BitQuantizeScheme().get_quantize_registry()
-    work = trainable_copy(model)
-    set_batchnorm_trainable(work, False)
-
-    def handled(layer) -> bool:
-        return registry.supports(layer) or isinstance(layer, keras.layers.BatchNormalization)
-
-    def annotate(layer):
-        return quantization.quantize_annotate_layer(layer) if handled(layer) else layer
-
-    float_layers = Counter(
-        type(layer).__name__
-        for layer in work.layers
-        if not (handled(layer) or isinstance(layer, keras.layers.InputLayer))
-    )
-    with quantization.quantize_scope():
-        quantized = quantization.quantize_apply(keras.models.clone_model(work, clone_function=annotate))
+    work, quantized, float_layers = _quantize_aware(model)
     calibrated = calibrate_ranges(
         quantized,
         work,
@@ -98,6 +82,38 @@ def qat_model(model, data: TrainingData, preprocessing: Preprocessing, config: Q
     }
     log.info(f"QAT: {seconds:.0f} s")
     return quantized, report
+
+
+def qat_structure(model):
+    """The untrained quantization-aware copy of `model`, layer for layer what `qat_model` returns: what a QAT
+    model kept in the stage cache is loaded into."""
+    quantized = _quantize_aware(model)[1]
+    set_batchnorm_trainable(quantized, True)
+    return quantized
+
+
+def _quantize_aware(model):
+    """(the trainable copy with BatchNorm frozen, its quantization-aware clone, the layer types left float)."""
+    _, keras = load_tensorflow()
+    quantization = tfmot().quantization.keras
+    registry = quantization.default_8bit.Default8BitQuantizeScheme().get_quantize_registry()
+    work = trainable_copy(model)
+    set_batchnorm_trainable(work, False)
+
+    def handled(layer) -> bool:
+        return registry.supports(layer) or isinstance(layer, keras.layers.BatchNormalization)
+
+    def annotate(layer):
+        return quantization.quantize_annotate_layer(layer) if handled(layer) else layer
+
+    float_layers = Counter(
+        type(layer).__name__
+        for layer in work.layers
+        if not (handled(layer) or isinstance(layer, keras.layers.InputLayer))
+    )
+    with quantization.quantize_scope():
+        quantized = quantization.quantize_apply(keras.models.clone_model(work, clone_function=annotate))
+    return work, quantized, float_layers
 
 
 def calibrate_ranges(quantized, reference, images: np.ndarray, batch_size: int) -> int:

@@ -20,3 +20,16 @@ def optimized_model(
     from .qat import qat_model
 
     return qat_model(model, data, preprocessing, config.qat, log_dir / "qat")
+
+
+def optimized_structure(name: str, model):
+    """An untrained model of the structure `optimized_model(name, model, ...)` returns, for cached weights: the
+    pruned model is the float classifier's architecture (pruning is stripped); the QAT model is tfmot's."""
+    if name == "prune":
+        from ..core.tf_runtime import load_tensorflow
+
+        _, keras = load_tensorflow()
+        return keras.models.clone_model(model)
+    from .qat import qat_structure
+
+    return qat_structure(model)
