@@ -9,20 +9,17 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
 from ..config import SplitFractions
-from ..core.console import progress_bar
 from ..core.errors import DatasetError
 from ..core.files import write_text_atomic
-from ..core.preprocessing import IMAGE_SUFFIXES, unreadable_reason
-from .decode import WORKERS, FileCheck, check_bytes
+from ..core.preprocessing import IMAGE_SUFFIXES
+from .decode import FileCheck, check_files
 from .near_duplicates import groups_of, hash_pairs
 from .photos import Photos, TrainingData
 
@@ -146,7 +143,7 @@ def scan_dataset(
     files_by_class = find_images(root, problems)
     labels = _choose_labels(root, files_by_class, allowed_labels)
     candidates = [(f, labels.index(name)) for name in sorted(files_by_class) for f in files_by_class[name]]
-    results = _check_all([f for f, _ in candidates], {} if memo is None else memo)
+    results = check_files([f for f, _ in candidates], {} if memo is None else memo)
 
     kept: list[tuple[Path, int, FileCheck]] = []
     unreadable = []
@@ -181,39 +178,6 @@ def scan_dataset(
 def _with_splits(entries: list[ImageEntry], groups: list[str], fractions: SplitFractions) -> list[ImageEntry]:
     splits = assign_splits([e.relpath for e in entries], [e.label for e in entries], fractions, groups)
     return [replace(e, split=s, group=g) for e, s, g in zip(entries, splits, groups)]
-
-
-def _check_all(paths: list[Path], memo: dict) -> list[FileCheck]:
-    """Every file's check, in parallel. `memo["checks"]` holds earlier checks by content hash, so a file seen
-    before is only hashed; `memo["files"]` holds each path's hash with its size and modification time, which a
-    file that still has both is not even read for (make's and rsync's rule: an edit changes the time)."""
-    checks: dict[str, list] = memo.setdefault("checks", {})  # sha256 -> [error, phash]
-    files: dict[str, list] = memo.setdefault("files", {})  # absolute path -> [size, mtime_ns, sha256]
-
-    def check(path: Path) -> tuple[FileCheck, list | None]:
-        try:
-            stat = path.stat()
-            seen = files.get(os.path.abspath(path))
-            if seen and seen[:2] == [stat.st_size, stat.st_mtime_ns] and seen[2] in checks:
-                return FileCheck(seen[2], *checks[seen[2]]), seen
-            data = path.read_bytes()
-        except PermissionError:
-            raise  # a permission the user can fix: the build stops with one line naming the file
-        except OSError as e:
-            return FileCheck("", unreadable_reason(e), None), None
-        sha = hashlib.sha256(data).hexdigest()
-        known = checks.get(sha)
-        return (FileCheck(sha, *known) if known else check_bytes(sha, data)), [stat.st_size, stat.st_mtime_ns, sha]
-
-    with ThreadPoolExecutor(max_workers=WORKERS) as pool, progress_bar("checking photos", len(paths)) as advance:
-        results = []
-        for path, (result, identity) in zip(paths, pool.map(check, paths)):
-            results.append(result)
-            if identity is not None:
-                checks[result.sha256] = [result.error, result.phash]
-                files[os.path.abspath(path)] = identity
-            advance(1)
-        return results
 
 
 def assign_splits(

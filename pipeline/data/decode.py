@@ -7,6 +7,7 @@ thread pool while the caller works on the current one, and never more than two c
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.console import progress_bar
 from ..core.errors import DatasetError
 from ..core.preprocessing import decode_image_bytes, unreadable_reason
 
@@ -85,3 +87,37 @@ def _check_decodes(data: bytes) -> int:
         img.load()
         grey = ImageOps.exif_transpose(img).convert("L").resize((32, 32), Image.BILINEAR)
         return perceptual_hash(np.asarray(grey, dtype=np.float64))
+
+
+def check_files(paths: list[Path], memo: dict) -> list[FileCheck]:
+    """Every file's check (what the dataset scan needs), in parallel. `memo["checks"]` holds earlier checks by
+    content hash, so a file seen before is only hashed; `memo["files"]` holds each path's hash with its size and
+    modification time, which a file that still has both is not even read for (make's and rsync's rule: an edit
+    changes the time)."""
+    checks: dict[str, list] = memo.setdefault("checks", {})  # sha256 -> [error, phash]
+    files: dict[str, list] = memo.setdefault("files", {})  # absolute path -> [size, mtime_ns, sha256]
+
+    def check(path: Path) -> tuple[FileCheck, list | None]:
+        try:
+            stat = path.stat()
+            seen = files.get(os.path.abspath(path))
+            if seen and seen[:2] == [stat.st_size, stat.st_mtime_ns] and seen[2] in checks:
+                return FileCheck(seen[2], *checks[seen[2]]), seen
+            data = path.read_bytes()
+        except PermissionError:
+            raise  # a permission the user can fix: the build stops with one line naming the file
+        except OSError as e:
+            return FileCheck("", unreadable_reason(e), None), None
+        sha = hashlib.sha256(data).hexdigest()
+        known = checks.get(sha)
+        return (FileCheck(sha, *known) if known else check_bytes(sha, data)), [stat.st_size, stat.st_mtime_ns, sha]
+
+    with ThreadPoolExecutor(max_workers=WORKERS) as pool, progress_bar("checking photos", len(paths)) as advance:
+        results = []
+        for path, (result, identity) in zip(paths, pool.map(check, paths)):
+            results.append(result)
+            if identity is not None:
+                checks[result.sha256] = [result.error, result.phash]
+                files[os.path.abspath(path)] = identity
+            advance(1)
+        return results
