@@ -1,5 +1,9 @@
 """`imgpipe build`: scan -> train -> optimize -> export -> verify -> judge -> publish, every stage timed.
 
+After the scan, a build whose key (settings, weights, photos: `reuse.build_key`) an earlier build had is copied
+whole from the stage cache, without importing TensorFlow; otherwise `produce` runs the stages, each reusing what
+the cache holds of it.
+
 The plan (which artifacts), the output and cache folders and the backbone weights are checked before any photo is
 decoded; OUT is locked for the whole build; everything is written into a staging folder and published in one step
 at the end, so a failed build changes nothing. The operating system's refusals (a full disk, a permission) become
