@@ -23,6 +23,7 @@ from .core.console import native_output, progress_bar, stage
 from .core.errors import ConfigError
 from .core.preprocessing import Preprocessing
 from .core.stage_cache import StageCache
+from .core.tf_runtime import load_tensorflow
 from .data.dataset import DatasetIndex, write_split_file
 from .data.near_duplicates import FEATURE_LIMIT, feature_pairs
 from .data.photos import Photos
@@ -287,10 +288,13 @@ def _group_near_duplicates(index: DatasetIndex, features: np.ndarray, config: Bu
     return regrouped
 
 
-def _by_split(index: DatasetIndex, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The train and val rows of features computed for every photo in index order."""
+def _by_split(index: DatasetIndex, values: np.ndarray) -> tuple[object, np.ndarray]:
+    """The train rows (a TensorFlow tensor) and val rows (NumPy) of features computed for every photo in index
+    order. Keras copies a NumPy array given to `fit` into a tensor of its own; made here, the tensor is the only
+    copy (80,000 train photos' features are 410 MB)."""
+    tf, _ = load_tensorflow()
     splits = np.array([e.split for e in index.entries])
-    return values[splits == "train"], values[splits == "val"]
+    return tf.convert_to_tensor(values[splits == "train"]), values[splits == "val"]
 
 
 def _save_keras_model(model, folder: Path) -> None:
