@@ -66,16 +66,24 @@ def cached_features(
     folder.mkdir(parents=True, exist_ok=True)
     count = len(photos)
     names = [[cache_name(h, v) for h in photos.hashes] for v in range(views + 1)]
-    # One array filled in place (row view * count + photo): 100,000 photos' features are 512 MB, held once.
-    values = np.empty(((views + 1) * count, extractor.output_shape[-1]), np.float32)
-    have = np.zeros(len(values), bool)
+    # One array filled in place (row view * count + photo), made when the first feature gives its length: 100,000
+    # photos' features are 512 MB, held once.
+    values: np.ndarray | None = None
+    have = np.zeros((views + 1) * count, bool)
+
+    def put(row: int, feature: np.ndarray) -> None:
+        nonlocal values
+        if values is None:
+            values = np.empty((len(have), len(feature)), np.float32)
+        values[row], have[row] = feature, True
+
     for view, row in enumerate(names):
         for i, name in enumerate(row):
             cached = _read(folder, name)
             if cached is not None:
-                values[view * count + i], have[view * count + i] = cached, True
+                put(view * count + i, cached)
     todo = int((~have).sum())
-    log.debug(f"features: {len(values) - todo} cached, {todo} to compute")
+    log.debug(f"features: {len(have) - todo} cached, {todo} to compute")
     engine, conversion = "cache", 0.0
     if todo:
         if engine_given is not None:
@@ -100,11 +108,13 @@ def cached_features(
                     for start in range(0, len(need), BATCH):
                         out = run(preprocessing.normalize(chosen[start : start + BATCH]))
                         for j, feat in zip(need[start : start + BATCH], out):
-                            values[rows[j]], have[rows[j]] = feat, True
+                            put(rows[j], feat)
                             written.append(writer.submit(_write, folder, names[view][indices[j]], values[rows[j]]))
                         advance(len(out))
             for done in written:
                 done.result()  # a write that failed (a full disk) fails the build here
+    if values is None:  # no photos at all
+        values = np.zeros((0, extractor.output_shape[-1]), np.float32)
     return Features(values, todo, engine, conversion)
 
 
