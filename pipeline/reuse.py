@@ -34,12 +34,11 @@ from .bundle.checksums import write_sha256sums
 from .bundle.manifest import write_manifest
 from .bundle.staging import PUBLISHED_ENTRIES
 from .config import BuildConfig
-from .core.files import tree_sha256
 from .core.preprocessing import Preprocessing
 from .core.stage_cache import StageCache, stage_key
 from .data.dataset import DatasetIndex
 from .settings import recorded_config
-from .training.features import model_key
+from .training.features import model_key, weights_fingerprint
 from .training.train import TrainResult
 from .verify.verify import Reference, Verification
 
@@ -68,14 +67,13 @@ def build_key(config: BuildConfig, index: DatasetIndex) -> str:
     """The whole build's key: every setting that changes what it computes, the weights file's content and every
     photo with its label, split and group. A build with the same key would make the same bundle."""
     settings = {k: v for k, v in recorded_config(config).items() if k not in NOT_COMPUTED}
-    weights = config.backbone.weights_file
     photos = hashlib.sha256()
     for e in index.entries:
         photos.update(f"{e.relpath}\0{e.sha256}\0{e.label}\0{e.split}\0{e.group}\n".encode())
     return stage_key(
         "build",
         settings=settings,
-        weights=None if weights is None else tree_sha256(weights),
+        weights=weights_fingerprint(config.backbone),
         labels=index.labels,
         photos=photos.hexdigest(),
         problems=index.problems,
