@@ -23,6 +23,12 @@ import pytest
 SHARED_BUILDS = ("cli_build_run", "flowers_build")  # made once: their readers share one worker
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    # Each worker's TensorFlow (and the builds it starts) computes on its share of the cores: by default every
+    # worker's thread pools take every core, and on 2 cores the two workers' threads preempted each other.
+    _cores = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    for _variable in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS"):
+        os.environ.setdefault(_variable, _cores)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from imgpipe.exporters.base import ExportContext  # noqa: E402
@@ -263,9 +269,13 @@ def run_cli_process(args: list[str], root: Path, timeout: int = 1200) -> tuple[i
 def cli_build_run(tiny_backbone_weights, tmp_path_factory) -> CliRun:
     """One real `imgpipe build`, run in its own process exactly as a user runs it, shared by every end-to-end
     test: pattern photos on disk, the tiny backbone as weights file (width read from it), all three formats with
-    int8 variants, a config file whose gate rejects the ONNX int8 model. Its console output is kept."""
+    int8 variants, a config file whose gate rejects the ONNX int8 model. Its console output is kept.
+
+    Its photos are the ones the tiny backbone was trained on (`tiny_images`): trained from scratch on 60 images,
+    that backbone tells new pattern images apart only 30-80 % of the time, depending on the run's float round-off
+    (measured), so on other photos the build's accuracy, and every test comparing its formats' labels, was luck."""
     root = tmp_path_factory.mktemp("cli-build")
-    data = write_pattern_dataset(root / "data", n_per_class=16, seed=7)
+    data = write_pattern_dataset(root / "data", n_per_class=20, seed=0)
     config = root / "imgpipe.toml"
     config.write_text('[gates."onnx:int8"]\nmax_bytes = 1000\n')
     code, stdout, stderr, messages = run_cli_process(cli_build_args(root, tiny_backbone_weights, root / "out"), root)

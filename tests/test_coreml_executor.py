@@ -279,6 +279,30 @@ def test_the_sample_package_matches_the_tflite_goldens():
     assert [runner.embedded.labels[i] for i in runner.predict(pixels).argmax(1)] == tflite_top1
 
 
+def test_running_a_package_imports_neither_tensorflow_nor_coremltools_which_still_imports_after():
+    """The package's protobuf schema is read from coremltools' folder without running coremltools' __init__ (which
+    imports TensorFlow); coremltools imported afterwards in the same process still reads packages."""
+    import subprocess
+    import sys
+
+    package = next((Path(__file__).resolve().parents[1] / "sample_models" / "bundle" / "ios").glob("*.mlpackage"))
+    script = f"""
+import sys
+import numpy as np
+from imgpipe.exporters.registry import open_runner
+runner = open_runner("coreml", {str(package)!r})
+probs = runner.predict(np.zeros((1, 96, 96, 3), np.uint8))
+assert probs.shape == (1, len(runner.embedded.labels)), probs.shape
+assert "tensorflow" not in sys.modules and "coremltools" not in sys.modules, "imported"
+import os
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+from coremltools.models import MLModel
+assert MLModel({str(package)!r}, skip_model_load=True).get_spec().description.input[0].name == "image"
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
 def test_unseen_pattern_images_agree_with_tflite_through_the_runners(exported):
     """The runner a build verifies with, on images neither model saw."""
     images, _ = make_pattern_images(10, seed=99)

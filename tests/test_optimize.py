@@ -18,7 +18,8 @@ from imgpipe.pipeline.core.errors import DatasetError
 from imgpipe.pipeline.core.preprocessing import Preprocessing
 from imgpipe.pipeline.core.tf_runtime import load_tensorflow
 from imgpipe.pipeline.data.photos import Photos, TrainingData
-from imgpipe.pipeline.optimize.prune import prune_model, sparsity_report
+from imgpipe.pipeline.optimize.keras_tools import tfmot
+from imgpipe.pipeline.optimize.prune import prune_model, pruning_schedule, sparsity_report, with_pruning_wrappers
 from imgpipe.pipeline.optimize.qat import qat_model
 
 pytestmark = pytest.mark.slow
@@ -169,36 +170,33 @@ def test_qat_model_exports_as_full_int8_tflite(quantized, export_context, tiny_i
     assert _agreement(probs, float_probs) >= QAT_TFLITE_AGREEMENT
 
 
-def test_mobilenet_v3_is_pruned_and_quantized_through_layer_annotation(tiny_images, tmp_path):
+def test_mobilenet_v3_is_pruned_and_quantized_through_layer_annotation(tiny_images):
     """MobileNetV3's hard-swish (TFOpLambda) and squeeze-excite (Multiply) layers make tfmot's whole-model calls
-    fail; the clone_function route prunes and annotates around them."""
+    fail; the clone_function route wraps and annotates around them. The structures are checked here; the
+    fine-tunes that run on them are the V2 fixtures' code paths (tracing a V3 fit alone took 45 s)."""
     from imgpipe.pipeline.config import BackboneSpec
+    from imgpipe.pipeline.optimize.qat import qat_structure
     from imgpipe.pipeline.training.model import build_classifier
 
     _, keras = load_tensorflow()
+    optimization = tfmot()
     model = build_classifier(BackboneSpec("mobilenet_v3_small", 0.75, TINY_SIZE, "none"), len(TINY_LABELS))
-    images, labels = tiny_images
-    data = _split(images[::5], labels[::5])
-    pruned, report = prune_model(
-        model,
-        data,
-        Preprocessing(TINY_SIZE),
-        PruneConfig(epochs=1, batch_size=4, augment=False),
-        tmp_path / "prune",
-    )
-    assert report["sparsity"]["pruned_kernels"]["sparsity"] == pytest.approx(0.5, abs=0.01)
-    assert pruned.input_names == ["image"] and pruned.layers[-1].name == "probabilities"
-    assert not any(isinstance(layer, keras.layers.Wrapper) for layer in pruned.layers)
-    quantized, report = qat_model(
-        model,
-        data,
-        Preprocessing(TINY_SIZE),
-        QatConfig(epochs=1, batch_size=4, augment=False),
-        tmp_path / "qat",
-    )
-    assert {"TFOpLambda", "Multiply"} <= set(report["float_layers"]) and report["needs_representative_dataset"]
-    assert quantized.input_names == ["image"]
-    assert np.isfinite(quantized.predict(Preprocessing(TINY_SIZE).normalize(images[:2]), verbose=0)).all()
+    x = Preprocessing(TINY_SIZE).normalize(tiny_images[0][:2])
+    wrapped = with_pruning_wrappers(model, pruning_schedule(0.5, 10))
+    prunable = [layer for layer in model.layers if type(layer).__name__ in ("Conv2D", "Dense")]
+    pruning = [layer for layer in wrapped.layers if isinstance(layer, keras.layers.Wrapper)]
+    assert len(pruning) == len(prunable) > 30
+    assert {type(layer.layer).__name__ for layer in pruning} == {"Conv2D", "Dense"}
+    stripped = optimization.sparsity.keras.strip_pruning(wrapped)
+    assert stripped.input_names == ["image"] and stripped.layers[-1].name == "probabilities"
+    assert not any(isinstance(layer, keras.layers.Wrapper) for layer in stripped.layers)
+    quantized = qat_structure(model)
+    left_float = {type(layer).__name__ for layer in quantized.layers if not isinstance(layer, keras.layers.Wrapper)}
+    assert {"TFOpLambda", "Multiply"} <= left_float
+    quantize_wrapper = optimization.quantization.keras.QuantizeWrapperV2
+    wrappers = [layer for layer in quantized.layers if isinstance(layer, quantize_wrapper)]
+    assert len(wrappers) > 50 and quantized.input_names == ["image"]
+    assert np.isfinite(quantized(x, training=False).numpy()).all()
 
 
 def test_sparsity_report_looks_inside_nested_models_and_wrappers():

@@ -60,14 +60,7 @@ def prune_model(model, data: TrainingData, preprocessing: Preprocessing, config:
     seed_everything(config.seed)
     steps_per_epoch = math.ceil(len(data.train) / config.batch_size)
     schedule = pruning_schedule(config.target_sparsity, config.epochs * steps_per_epoch)
-    work = trainable_copy(model)
-
-    def wrap(layer):
-        if type(layer).__name__ in PRUNED_LAYER_TYPES:
-            return sparsity.prune_low_magnitude(layer, pruning_schedule=schedule)
-        return layer
-
-    wrapped = keras.models.clone_model(work, clone_function=wrap)
+    wrapped = with_pruning_wrappers(trainable_copy(model), schedule)
     log.info(
         f"pruning: {config.target_sparsity:.0%} of Conv2D/Dense weights over {config.epochs} epochs "
         f"({steps_per_epoch} steps each) on {len(data.train)} images; val accuracy drops while weights are "
@@ -107,6 +100,20 @@ def prune_model(model, data: TrainingData, preprocessing: Preprocessing, config:
         f"{report['sparsity']['all_weights']['sparsity']:.1%} of all weights, {seconds:.0f} s"
     )
     return pruned, report
+
+
+def with_pruning_wrappers(model, schedule):
+    """A clone of `model` whose Conv2D/Dense layers are wrapped by tfmot's `prune_low_magnitude`, layer by layer:
+    the route that also takes MobileNetV3 (see the module docstring)."""
+    _, keras = load_tensorflow()
+    sparsity = tfmot().sparsity.keras
+
+    def wrap(layer):
+        if type(layer).__name__ in PRUNED_LAYER_TYPES:
+            return sparsity.prune_low_magnitude(layer, pruning_schedule=schedule)
+        return layer
+
+    return keras.models.clone_model(model, clone_function=wrap)
 
 
 def _val_accuracy(model, data: TrainingData, preprocessing: Preprocessing, batch_size: int) -> float | None:
