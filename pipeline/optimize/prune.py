@@ -55,7 +55,6 @@ def prune_model(model, data: TrainingData, preprocessing: Preprocessing, config:
     re-estimating the statistics, against .89-.93 when BN trained and the statistics were re-estimated after.
     """
     require_train_images(data, "pruning")
-    _, keras = load_tensorflow()
     sparsity = tfmot().sparsity.keras
     seed_everything(config.seed)
     steps_per_epoch = math.ceil(len(data.train) / config.batch_size)
