@@ -62,8 +62,8 @@ def bundle(published, tmp_path):
 @pytest.fixture(scope="module")
 def photos(tiny_images, tmp_path_factory):
     """Four JPEGs per class, in a nested folder, plus a broken .jpg and a non-image file beside them. Four, not
-    one: the shared build's model is weak (75 % on its test split), and one photo per class could all get the
-    same label, which would make comparing formats meaningless."""
+    one: the tiny shared build's model is not sure of every photo, and three photos could all get the same label,
+    which would make comparing the formats' labels meaningless."""
     folder = tmp_path_factory.mktemp("photos")
     images, labels = tiny_images
     (folder / "nested").mkdir()

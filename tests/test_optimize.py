@@ -19,7 +19,13 @@ from imgpipe.pipeline.core.preprocessing import Preprocessing
 from imgpipe.pipeline.core.tf_runtime import load_tensorflow
 from imgpipe.pipeline.data.photos import Photos, TrainingData
 from imgpipe.pipeline.optimize.keras_tools import tfmot
-from imgpipe.pipeline.optimize.prune import prune_model, pruning_schedule, sparsity_report, with_pruning_wrappers
+from imgpipe.pipeline.optimize.prune import (
+    PRUNED_LAYER_TYPES,
+    prune_model,
+    pruning_schedule,
+    sparsity_report,
+    with_pruning_wrappers,
+)
 from imgpipe.pipeline.optimize.qat import qat_model
 
 pytestmark = pytest.mark.slow
@@ -183,10 +189,10 @@ def test_mobilenet_v3_is_pruned_and_quantized_through_layer_annotation(tiny_imag
     model = build_classifier(BackboneSpec("mobilenet_v3_small", 0.75, TINY_SIZE, "none"), len(TINY_LABELS))
     x = Preprocessing(TINY_SIZE).normalize(tiny_images[0][:2])
     wrapped = with_pruning_wrappers(model, pruning_schedule(0.5, 10))
-    prunable = [layer for layer in model.layers if type(layer).__name__ in ("Conv2D", "Dense")]
+    prunable = [layer for layer in model.layers if type(layer).__name__ in PRUNED_LAYER_TYPES]
     pruning = [layer for layer in wrapped.layers if isinstance(layer, keras.layers.Wrapper)]
     assert len(pruning) == len(prunable) > 30
-    assert {type(layer.layer).__name__ for layer in pruning} == {"Conv2D", "Dense"}
+    assert {type(layer.layer).__name__ for layer in pruning} == set(PRUNED_LAYER_TYPES)
     stripped = optimization.sparsity.keras.strip_pruning(wrapped)
     assert stripped.input_names == ["image"] and stripped.layers[-1].name == "probabilities"
     assert not any(isinstance(layer, keras.layers.Wrapper) for layer in stripped.layers)
