@@ -209,8 +209,12 @@ class PruneConfig:
     target_sparsity: float = setting(
         0.5, "fraction of zeros in every Conv2D and Dense kernel", option="sparsity", range=Range(0, 1, True, True)
     )
-    epochs: int = setting(
-        4, "pruning fine-tune epochs (the sparsity ramps over all of them)", option="prune_epochs", range=AT_LEAST_ONE
+    epochs: int | None = setting(
+        None,
+        "pruning fine-tune epochs; the sparsity ramps over all of them (default: 4, more on a small training split "
+        "so that there are at least 100 steps)",
+        option="prune_epochs",
+        range=AT_LEAST_ONE,
     )
     learning_rate: float = setting(1e-4, "pruning fine-tune learning rate", range=Range(0, 1, low_open=True))
     batch_size: int = setting(32, "pruning batch size", range=Range(1, 4096))

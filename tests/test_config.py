@@ -230,3 +230,11 @@ def test_weights_on_the_embedded_dataset_decide_their_own_width():
     assert make_config(given_options(args)).backbone.alpha is None
     args = build_parser().parse_args(["build", "--weights", "imagenet", "--alpha", "0.5"])
     assert make_config(given_options(args)).backbone.alpha == 0.5
+
+
+def test_default_pruning_epochs_stretch_to_enough_steps_on_a_small_split():
+    from imgpipe.pipeline.optimize.prune import DEFAULT_EPOCHS, MIN_STEPS, pruning_epochs
+
+    assert pruning_epochs(None, steps_per_epoch=1000) == DEFAULT_EPOCHS
+    assert pruning_epochs(None, steps_per_epoch=13) == 8 and 8 * 13 >= MIN_STEPS > 7 * 13
+    assert pruning_epochs(2, steps_per_epoch=13) == 2, "epochs the user asked for are kept"

