@@ -31,7 +31,15 @@ from .data.dataset import scan_dataset
 from .data.synthetic import embedded_dataset
 from .history import record_build
 from .plan import PlannedArtifact, plan_artifacts
-from .reuse import SCAN_CHECKS, WEIGHT_CHECKS, StageLog, build_key, restore_build, store_build
+from .reuse import (
+    SCAN_CHECKS,
+    WEIGHT_CHECKS,
+    StageLog,
+    build_key,
+    restore_build,
+    store_build,
+    trained_model_missing,
+)
 from .settings import RECORD_FILE, recorded_config
 from .training.distribute import Distribution, make_distribution
 from .training.weights import resolve_backbone
@@ -94,6 +102,9 @@ def run_build(config: BuildConfig, export_only: bool = False) -> BuildResult:
     config.validate()
     plan = plan_artifacts(config)
     _check_not_inside_dataset(config)
+    cache = StageCache(config.cache_dir / "stages")
+    if export_only and not cache.holds_any("train"):  # refused at once; otherwise once the training key is known
+        raise trained_model_missing(config, cache)
     distribution = make_distribution(config.train.distribute)  # before TensorFlow runs any op
     if not distribution.is_chief:
         return _build_as_worker(config, plan, distribution)

@@ -20,7 +20,6 @@ from .bundle.record import calibration_report, manifest_of, test_predictions
 from .bundle.staging import REPORT_HTML, Staging
 from .config import BuildConfig
 from .core.console import native_output, progress_bar, stage
-from .core.errors import ConfigError
 from .core.preprocessing import Preprocessing
 from .core.stage_cache import StageCache
 from .core.tf_runtime import load_tensorflow
@@ -41,6 +40,7 @@ from .reuse import (
     optimize_key,
     reference_key,
     train_key,
+    trained_model_missing,
 )
 from .training.distribute import Distribution, local_copy
 from .training.fit import predict_photos
@@ -100,10 +100,7 @@ def produce(
     # leave the others waiting.
     reusable = cache if distribution.name != "multi-worker" else StageCache(staging.work / "stages")
     if export_only and cache.lookup("train", trained_key) is None:
-        raise ConfigError(
-            f"{config.out}: this build's trained model is not in the cache {cache.root} (the photos, the "
-            "backbone or the training settings changed, or the cache was cleared); run imgpipe build"
-        )
+        raise trained_model_missing(config, cache)
     with stage("train", timings):
         trained, reused = cached_training(
             reusable,

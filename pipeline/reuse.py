@@ -34,6 +34,7 @@ from .bundle.checksums import write_sha256sums
 from .bundle.manifest import write_manifest
 from .bundle.staging import PUBLISHED_ENTRIES
 from .config import BuildConfig
+from .core.errors import ConfigError
 from .core.preprocessing import Preprocessing
 from .core.stage_cache import StageCache, stage_key
 from .data.dataset import DatasetIndex
@@ -106,6 +107,14 @@ def restore_build(entry: Path, root: Path, key: str) -> tuple[dict, dict]:
     write_manifest(manifest_path, manifest)
     write_sha256sums(root / "bundle")
     return manifest, json.loads((entry / PREDICTIONS).read_text())
+
+
+def trained_model_missing(config: BuildConfig, cache: StageCache) -> ConfigError:
+    """`imgpipe export`'s refusal when the build's trained model is not in the stage cache."""
+    return ConfigError(
+        f"{config.out}: this build's trained model is not in the cache {cache.root} (the photos, the backbone or "
+        "the training settings changed, or the cache was cleared); run imgpipe build"
+    )
 
 
 def train_key(config: BuildConfig, preprocessing: Preprocessing, index: DatasetIndex) -> str:

@@ -21,6 +21,15 @@ def _manifest(out: Path) -> dict:
     return json.loads((out / "bundle" / "manifest.json").read_text())
 
 
+def _run_saying_whether_tensorflow_loaded(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """The command line in a fresh process that ends its stderr with "tensorflow imported: True/False"."""
+    script = (
+        "import sys; from imgpipe.pipeline.commands.cli import main; code = main(sys.argv[1:]); "
+        "print('tensorflow imported:', 'tensorflow' in sys.modules, file=sys.stderr); sys.exit(code)"
+    )
+    return subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, cwd=cwd)
+
+
 def _copy_cache(cli_build_run, tmp_path) -> Path:
     """The shared build's cache, copied so this test's entries do not change what other tests see."""
     cache = tmp_path / "cache"
@@ -57,11 +66,7 @@ def test_an_unchanged_rebuild_is_taken_whole_from_the_cache_without_tensorflow(
     out = tmp_path / "again"
     args = cli_build_args(cli_build_run.data.parent, tiny_backbone_weights, out)
     args[args.index("--cache-dir") + 1] = str(cache)
-    script = (
-        "import sys; from imgpipe.pipeline.commands.cli import main; code = main(sys.argv[1:]); "
-        "print('tensorflow imported:', 'tensorflow' in sys.modules, file=sys.stderr); sys.exit(code)"
-    )
-    proc = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, cwd=tmp_path)
+    proc = _run_saying_whether_tensorflow_loaded(args, tmp_path)
     assert proc.returncode == cli_build_run.code, proc.stderr
     assert "tensorflow imported: False" in proc.stderr and "unchanged" in proc.stderr
     first, again = _manifest(cli_build_run.out), _manifest(out)
@@ -80,12 +85,14 @@ def test_an_unchanged_rebuild_is_taken_whole_from_the_cache_without_tensorflow(
 
 
 def test_export_without_the_trained_model_in_the_cache_stops_with_one_line(cli_build_run, tmp_path):
+    """A cache with no trained model at all is refused before TensorFlow loads."""
     args = ["export", str(cli_build_run.out), "--variants", "onnx:fp32", "--out", str(tmp_path / "x")]
-    code, stdout, stderr, _ = run_cli_process([*args, "--cache-dir", str(tmp_path / "empty-cache")], tmp_path)
-    assert code == 2
-    lines = [line for line in stderr.splitlines() if line.startswith("imgpipe: ")]
-    assert len(lines) == 1 and "trained model is not in the cache" in lines[0], stderr
-    assert "Traceback" not in stderr and not (tmp_path / "x" / "bundle").exists()
+    proc = _run_saying_whether_tensorflow_loaded([*args, "--cache-dir", str(tmp_path / "empty-cache")], tmp_path)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("imgpipe: ")]
+    assert len(lines) == 1 and "trained model is not in the cache" in lines[0], proc.stderr
+    assert "tensorflow imported: False" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "x" / "bundle").exists()
 
 
 def test_export_of_a_folder_that_is_not_a_build_is_one_line(tmp_path):

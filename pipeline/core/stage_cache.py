@@ -45,6 +45,11 @@ class StageCache:
         folder = self.root / stage / key
         return folder if (folder / COMPLETE).is_file() else None
 
+    def holds_any(self, stage: str) -> bool:
+        """Whether some complete entry of `stage` is here: a check that needs no key, so no computed inputs."""
+        folder = self.root / stage
+        return folder.is_dir() and any((entry / COMPLETE).is_file() for entry in folder.iterdir())
+
     @contextmanager
     def store(self, stage: str, key: str) -> Iterator[Path]:
         """Yield an empty folder to write the stage's outputs into; it becomes the entry only if the block ends
