@@ -155,3 +155,21 @@ def test_without_a_weights_file_the_default_width_applies():
 def test_a_missing_weights_file_is_a_config_error():
     with pytest.raises(ConfigError, match="/no/such.h5: weights file not found"):
         BackboneSpec("mobilenet_v2", 1.0, 96, "/no/such.h5").check()
+
+
+def test_the_heads_validation_numbers_are_keras_own():
+    """The head's per-epoch validation is computed in NumPy (see `softmax_head_validation`): the same val_loss and
+    val_accuracy as Keras' evaluate on the same weights."""
+    from imgpipe.pipeline.training.fit import softmax_head_validation
+
+    _, keras = load_tensorflow()
+    rng = np.random.default_rng(0)
+    features, labels = rng.normal(size=(50, 16)).astype(np.float32), rng.integers(0, 3, 50)
+    inputs = keras.Input((16,))
+    dense = keras.layers.Dense(3, activation="softmax")
+    model = keras.Model(inputs, dense(keras.layers.Dropout(0.2)(inputs)))
+    model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    logs = {}
+    softmax_head_validation(dense, features, labels).on_epoch_end(0, logs)
+    loss, accuracy = model.evaluate(features, labels, verbose=0)
+    assert logs["val_loss"] == pytest.approx(loss, rel=1e-5) and logs["val_accuracy"] == pytest.approx(accuracy)

@@ -172,3 +172,36 @@ def epoch_progress_class():
             self._stack.close()
 
     return EpochProgress
+
+
+def softmax_head_validation(dense, features: np.ndarray, labels: np.ndarray):
+    """A callback that puts `val_loss` and `val_accuracy` of a softmax `dense` layer on `features` into each
+    epoch's logs, for the early stopping, TensorBoard and history callbacks after it.
+
+    Keras' own validation of the head on cached features cost 1.6 of its 2.8 s fit (40 epochs on 400 flowers:
+    a data handler and a traced evaluate call per epoch); for one Dense layer the same numbers are a matrix
+    product in NumPy. The loss is computed from the logits, as Keras computes it for a softmax output.
+    """
+    return _softmax_head_validation_class()(dense, features, labels)
+
+
+@lru_cache(maxsize=None)
+def _softmax_head_validation_class():
+    _, keras = load_tensorflow()
+
+    class SoftmaxHeadValidation(keras.callbacks.Callback):
+        def __init__(self, dense, features: np.ndarray, labels: np.ndarray):
+            super().__init__()
+            self.dense, self.features, self.labels = dense, features, labels
+
+        def on_epoch_end(self, epoch, logs=None):
+            kernel, bias = self.dense.get_weights()
+            logits = self.features @ kernel + bias
+            top = logits.max(axis=1, keepdims=True)
+            log_norm = np.log(np.exp(logits - top).sum(axis=1)) + top[:, 0]
+            rows = np.arange(len(self.labels))
+            logs["val_loss"] = float(np.mean(log_norm - logits[rows, self.labels]))
+            logs["val_accuracy"] = float(np.mean(logits.argmax(axis=1) == self.labels))
+
+    return SoftmaxHeadValidation
+

@@ -19,7 +19,7 @@ from ..core.tf_runtime import load_tensorflow, seed_everything
 from ..data.photos import Photos, TrainingData
 from .distribute import ONE_DEVICE, Distribution
 from .features import Features, cached_features, model_key
-from .fit import adam, epoch_callbacks, fit_images, plain_history, predict_photos
+from .fit import adam, epoch_callbacks, fit_images, plain_history, predict_photos, softmax_head_validation
 from .model import OUTPUT_NAME, build_classifier, feature_extractor
 
 log = logging.getLogger(__name__)
@@ -107,13 +107,14 @@ def _train_head_on_features(model, config: TrainConfig, data: TrainingData, feat
             metrics=["accuracy"],
         )
     start = time.perf_counter()
+    validation = [softmax_head_validation(head_dense, val_f, data.val.labels)] if has_val else []
     history = head.fit(
         train_f,
         np.tile(data.train.labels, len(train_f) // max(1, len(data.train.labels))),  # photos, then their views
         epochs=config.epochs,
         batch_size=config.batch_size,
-        validation_data=(val_f, data.val.labels) if has_val else None,
-        callbacks=epoch_callbacks("head", config.epochs, log_dir / "head", config.patience if has_val else None),
+        callbacks=validation
+        + epoch_callbacks("head", config.epochs, log_dir / "head", config.patience if has_val else None),
         verbose=0,
         shuffle=True,
     )
