@@ -204,4 +204,3 @@ def _softmax_head_validation_class():
             logs["val_accuracy"] = float(np.mean(logits.argmax(axis=1) == self.labels))
 
     return SoftmaxHeadValidation
-
