@@ -180,9 +180,22 @@ def softmax_head_validation(dense, features: np.ndarray, labels: np.ndarray):
 
     Keras' own validation of the head on cached features cost 1.6 of its 2.8 s fit (40 epochs on 400 flowers:
     a data handler and a traced evaluate call per epoch); for one Dense layer the same numbers are a matrix
-    product in NumPy. The loss is computed from the logits, as Keras computes it for a softmax output.
+    product in NumPy (`softmax_head_metrics`).
     """
     return _softmax_head_validation_class()(dense, features, labels)
+
+
+def softmax_head_metrics(dense, features: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """`val_loss` and `val_accuracy` of a softmax `dense` layer on `features`; the loss is computed from the
+    logits, as Keras computes it for a softmax output."""
+    kernel, bias = dense.get_weights()
+    logits = features @ kernel + bias
+    top = logits.max(axis=1, keepdims=True)
+    log_norm = np.log(np.exp(logits - top).sum(axis=1)) + top[:, 0]
+    return {
+        "val_loss": float(np.mean(log_norm - logits[np.arange(len(labels)), labels])),
+        "val_accuracy": float(np.mean(logits.argmax(axis=1) == labels)),
+    }
 
 
 @lru_cache(maxsize=None)
@@ -195,12 +208,6 @@ def _softmax_head_validation_class():
             self.dense, self.features, self.labels = dense, features, labels
 
         def on_epoch_end(self, epoch, logs=None):
-            kernel, bias = self.dense.get_weights()
-            logits = self.features @ kernel + bias
-            top = logits.max(axis=1, keepdims=True)
-            log_norm = np.log(np.exp(logits - top).sum(axis=1)) + top[:, 0]
-            rows = np.arange(len(self.labels))
-            logs["val_loss"] = float(np.mean(log_norm - logits[rows, self.labels]))
-            logs["val_accuracy"] = float(np.mean(logits.argmax(axis=1) == self.labels))
+            logs.update(softmax_head_metrics(self.dense, self.features, self.labels))
 
     return SoftmaxHeadValidation

@@ -19,7 +19,15 @@ from ..core.tf_runtime import load_tensorflow, seed_everything
 from ..data.photos import Photos, TrainingData
 from .distribute import ONE_DEVICE, Distribution
 from .features import Features, cached_features, model_key
-from .fit import adam, epoch_callbacks, fit_images, plain_history, predict_photos, softmax_head_validation
+from .fit import (
+    adam,
+    epoch_callbacks,
+    fit_images,
+    plain_history,
+    predict_photos,
+    softmax_head_metrics,
+    softmax_head_validation,
+)
 from .model import OUTPUT_NAME, build_classifier, feature_extractor
 
 log = logging.getLogger(__name__)
@@ -122,8 +130,7 @@ def _train_head_on_features(model, config: TrainConfig, data: TrainingData, feat
     result.history["head"] = plain_history(history.history)
     dense.set_weights(head_dense.get_weights())
     if has_val:
-        kernel, bias = head_dense.get_weights()
-        result.val_accuracy["head"] = float(((val_f @ kernel + bias).argmax(1) == data.val.labels).mean())
+        result.val_accuracy["head"] = softmax_head_metrics(head_dense, val_f, data.val.labels)["val_accuracy"]
 
 
 def _fine_tune(model, config: TrainConfig, data: TrainingData, preprocessing, log_dir, result, trainable_top):
