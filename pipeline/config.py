@@ -138,9 +138,9 @@ class TrainConfig:
     fine_tune_learning_rate: float = setting(1e-4, "fine-tuning learning rate", range=Range(0, 1, low_open=True))
     augment: bool = setting(True, "flip/rotation/zoom/brightness augmentation of training images", option="augment")
     feature_views: int = setting(
-        0,
+        1,
         "augmented views (crop, mirror, colour) of each training photo whose features are cached and added to the "
-        "head's training set",
+        "head's training set (0: the photos alone)",
         option="feature_views",
         range=Range(0, 16),
     )

@@ -147,7 +147,7 @@ def epoch_progress_class():
             self.phase, self.epochs = phase, epochs
             self._stack = ExitStack()
             self._advance = None
-            self._epoch, self._last = 0, ""
+            self._epoch, self._steps_done, self._last = 0, 0, ""
 
         def on_train_begin(self, logs=None):
             steps = (self.params or {}).get("steps") or 0
@@ -156,11 +156,13 @@ def epoch_progress_class():
             self._advance = self._stack.enter_context(progress_bar(self.phase.replace("_", "-"), total, unit))
 
         def on_epoch_begin(self, epoch, logs=None):
-            self._epoch = epoch + 1
+            self._epoch, self._steps_done = epoch + 1, 0
 
         def on_train_batch_end(self, batch, logs=None):
+            # `batch` is the last step run: a model compiled with steps_per_execution runs several per call
             if self._per_step:
-                self._advance(1, f"epoch {self._epoch}/{self.epochs}  {self._last}".rstrip())
+                self._advance(batch + 1 - self._steps_done, f"epoch {self._epoch}/{self.epochs}  {self._last}".rstrip())
+                self._steps_done = batch + 1
 
         def on_epoch_end(self, epoch, logs=None):
             self._last = "  ".join(f"{k} {v:.3f}" for k, v in (logs or {}).items() if "loss" in k or "accuracy" in k)

@@ -5,7 +5,9 @@ one TensorFlow graph 6.1 ms, LiteRT with XNNPACK on one thread 2.0 ms, features 
 the backbone takes about a second (a traced function as the converter's trackable object; the Keras model in its
 place makes TensorFlow save and reload a SavedModel first: 13 s, the same bytes out), so it is done when a few
 hundred photos need features, or when an earlier build already converted this backbone (the file is cached beside
-its features). One thread: the other core decodes the next photos meanwhile.
+its features). Two threads even on 2 cores, where the decoding of the next photos shares them: the features
+stage of 370 pets photos and one augmented view each took 2.24 s instead of 2.57 s (1.40 s instead of 1.51 s
+without views; medians of 3, alternated).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ def litert_backbone(extractor, folder: Path):
         blob = _convert(extractor)
         write_atomic(path, lambda f: f.write(blob), durable=False)
     seconds = time.perf_counter() - start
-    interpreter = Interpreter(model_path=str(path), num_threads=max(1, (os.cpu_count() or 2) // 2))
+    interpreter = Interpreter(model_path=str(path), num_threads=max(2, (os.cpu_count() or 2) // 2))
     interpreter.allocate_tensors()
     inp = interpreter.get_input_details()[0]["index"]
     out = interpreter.get_output_details()[0]["index"]
