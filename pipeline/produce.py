@@ -88,18 +88,18 @@ def produce(
     data = index.training_data(config.backbone.image_size, staging.work)
     head_features = None
     if features is not None:
-        head_features = _by_split(index, features.values[: len(index.entries)])
+        train_rows = None  # the photos' own train rows
+        if config.train.feature_views:
+            with stage("augmented features", timings):
+                # Read back from the cache; computed here only for photos the near-duplicate search moved into train.
+                views = backbone_features(
+                    model, data.train, config.backbone, preprocessing, config.cache_dir / "features", distribution,
+                    config.train.feature_views,
+                )  # fmt: skip
+            features.computed += views.computed
+            train_rows = views.values
+        head_features = _head_features(index, features.values[: len(index.entries)], train_rows)
         features.values = None  # the rows above are copies; the whole array (512 MB at 100,000 photos) can go
-    if features is not None and config.train.feature_views:
-        with stage("augmented features", timings):
-            # Read back from the cache; computed here only for photos the near-duplicate search moved into train.
-            views = backbone_features(
-                model, data.train, config.backbone, preprocessing, config.cache_dir / "features", distribution,
-                config.train.feature_views,
-            )  # fmt: skip
-        features.computed += views.computed
-        # a tensor, as `_by_split` makes: fitting on a NumPy array cost the pets head 1.8 s instead of 1.2 s
-        head_features = (load_tensorflow()[0].convert_to_tensor(views.values), head_features[1])
     trained_key = train_key(config, preprocessing, index)
     # Workers of a multi-worker build must all train, in lockstep: one that found the model in its cache would
     # leave the others waiting.
@@ -290,13 +290,16 @@ def _group_near_duplicates(index: DatasetIndex, features: np.ndarray, config: Bu
     return regrouped
 
 
-def _by_split(index: DatasetIndex, values: np.ndarray) -> tuple[object, np.ndarray]:
-    """The train rows (a TensorFlow tensor) and val rows (NumPy) of features computed for every photo in index
-    order. Keras copies a NumPy array given to `fit` into a tensor of its own; made here, the tensor is the only
-    copy (80,000 train photos' features are 410 MB)."""
+def _head_features(index: DatasetIndex, values: np.ndarray, train_rows: np.ndarray | None) -> tuple[object, np.ndarray]:
+    """The head's train rows (a TensorFlow tensor) and val rows (NumPy), from features computed for every photo in
+    index order; `train_rows` (the training photos and their augmented views), when given, are the train rows.
+    Keras copies a NumPy array given to `fit` into a tensor of its own, and fitting on the array was slower (the
+    pets head with views: 1.8 s instead of 1.2 s); made here, the tensor is the only copy (80,000 train photos'
+    features are 410 MB)."""
     tf, _ = load_tensorflow()
     splits = np.array([e.split for e in index.entries])
-    return tf.convert_to_tensor(values[splits == "train"]), values[splits == "val"]
+    train = values[splits == "train"] if train_rows is None else train_rows
+    return tf.convert_to_tensor(train), values[splits == "val"]
 
 
 def _save_keras_model(model, folder: Path) -> None:
