@@ -26,6 +26,7 @@ ALPHAS = {
 DEFAULT_ALPHA = 1.0
 OPTIMIZATIONS = ("prune", "qat")
 DISTRIBUTE = ("none", "mirrored", "multi-worker")
+HEAD_SOLVERS = ("lbfgs", "adam")
 
 
 @dataclass(frozen=True)
@@ -104,16 +105,24 @@ class BackboneSpec:
 
 @dataclass(frozen=True)
 class TrainConfig:
+    head: str = setting(
+        "lbfgs",
+        "how the head is trained on cached features: lbfgs (L2-regularized logistic regression solved exactly, its "
+        "strength chosen on val loss; no epochs) or adam (mini-batch epochs: --epochs, --learning-rate, "
+        "--batch-size, --dropout, --patience)",
+        option="head",
+        choices=HEAD_SOLVERS,
+    )
     epochs: int = setting(
         40,
-        "head epochs, early-stopped on val loss (all-layer epochs with --weights none)",
+        "epochs of the --head adam head, early-stopped on val loss (all-layer epochs with --weights none)",
         option="epochs",
         range=AT_LEAST_ONE,
     )
     batch_size: int = setting(32, "training batch size", option="batch_size", range=Range(1, 4096))
     learning_rate: float = setting(
         1e-3,
-        "learning rate of the head (of every layer with --weights none)",
+        "learning rate of the --head adam head (of every layer with --weights none)",
         option="learning_rate",
         range=Range(0, 1, low_open=True),
     )
@@ -125,7 +134,11 @@ class TrainConfig:
         option="decay_epochs",
         range=Range(0),
     )
-    dropout: float = setting(0.2, "dropout before the classification layer", range=Range(0, 1, high_open=True))
+    dropout: float = setting(
+        0.2,
+        "dropout before the classification layer (--head adam, fine-tuning, --weights none)",
+        range=Range(0, 1, high_open=True),
+    )
     fine_tune_epochs: int = setting(
         0,
         "epochs fine-tuning the top layers on augmented images after the head",
@@ -138,7 +151,7 @@ class TrainConfig:
     fine_tune_learning_rate: float = setting(1e-4, "fine-tuning learning rate", range=Range(0, 1, low_open=True))
     augment: bool = setting(True, "flip/rotation/zoom/brightness augmentation of training images", option="augment")
     feature_views: int = setting(
-        1,
+        0,
         "augmented views (crop, mirror, colour) of each training photo whose features are cached and added to the "
         "head's training set (0: the photos alone)",
         option="feature_views",

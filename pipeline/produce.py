@@ -22,7 +22,6 @@ from .config import BuildConfig
 from .core.console import native_output, progress_bar, stage
 from .core.preprocessing import Preprocessing
 from .core.stage_cache import StageCache
-from .core.tf_runtime import load_tensorflow
 from .data.dataset import DatasetIndex, write_split_file
 from .data.near_duplicates import FEATURE_LIMIT, feature_pairs
 from .data.photos import Photos
@@ -290,16 +289,14 @@ def _group_near_duplicates(index: DatasetIndex, features: np.ndarray, config: Bu
     return regrouped
 
 
-def _head_features(index: DatasetIndex, values: np.ndarray, train_rows: np.ndarray | None) -> tuple[object, np.ndarray]:
-    """The head's train rows (a TensorFlow tensor) and val rows (NumPy), from features computed for every photo in
-    index order; `train_rows` (the training photos and their augmented views), when given, are the train rows.
-    Keras copies a NumPy array given to `fit` into a tensor of its own, and fitting on the array was slower (the
-    pets head with views: 1.8 s instead of 1.2 s); made here, the tensor is the only copy (80,000 train photos'
-    features are 410 MB)."""
-    tf, _ = load_tensorflow()
+def _head_features(
+    index: DatasetIndex, values: np.ndarray, train_rows: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The head's train and val rows, from features computed for every photo in index order; `train_rows` (the
+    training photos and their augmented views), when given, are the train rows."""
     splits = np.array([e.split for e in index.entries])
     train = values[splits == "train"] if train_rows is None else train_rows
-    return tf.convert_to_tensor(train), values[splits == "val"]
+    return train, values[splits == "val"]
 
 
 def _save_keras_model(model, folder: Path) -> None:

@@ -186,12 +186,19 @@ def cached_training(cache: StageCache, key: str, model, train) -> tuple[TrainRes
     if entry is not None:
         model.load_weights(str(entry / WEIGHTS))
         recorded = json.loads((entry / HISTORY).read_text())
-        return TrainResult(model, recorded["history"], recorded["timings"], recorded.get("val_accuracy", {})), True
+        return TrainResult(
+            model, recorded["history"], recorded["timings"], recorded.get("val_accuracy", {}), recorded.get("head_l2")
+        ), True
     result = train()
 
     def write(folder: Path) -> None:
         result.model.save_weights(str(folder / WEIGHTS))
-        recorded = {"history": result.history, "timings": result.timings, "val_accuracy": result.val_accuracy}
+        recorded = {
+            "history": result.history,
+            "timings": result.timings,
+            "val_accuracy": result.val_accuracy,
+            "head_l2": result.head_l2,
+        }
         (folder / HISTORY).write_text(json.dumps(recorded))
 
     _store(cache, "train", key, write)

@@ -55,10 +55,10 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
-def _args(data: Path, out: Path, cache: Path, weights: Path, strategy: str) -> list[str]:
+def _args(data: Path, out: Path, cache: Path, weights: Path, strategy: str, *extra: str) -> list[str]:
     return [
         "build", "--dataset", str(data), "--out", str(out), "--cache-dir", str(cache), "--weights", str(weights),
-        "--image-size", str(TINY_SIZE), "--epochs", "3", "--targets", "tflite", "--distribute", strategy,
+        "--image-size", str(TINY_SIZE), "--targets", "tflite", "--distribute", strategy, *extra,
     ]  # fmt: skip
 
 
@@ -106,7 +106,9 @@ def test_two_local_workers_train_together_and_only_the_chief_writes(tiny_backbon
     procs = []
     for index in range(2):
         tf_config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
+        # The Adam head: epochs whose gradients the workers all-reduce (the default head is solved on each alone).
         args = _args(data, tmp_path / f"out{index}", tmp_path / f"cache{index}", tiny_backbone_weights, "multi-worker")
+        args += ["--head", "adam", "--epochs", "3"]
         procs.append(_start(args, 1, tmp_path, {"TF_CONFIG": tf_config}))
     results = [p.communicate(timeout=900) for p in procs]
     for p, (_, stderr) in zip(procs, results):

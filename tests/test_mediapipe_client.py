@@ -24,6 +24,11 @@ pytestmark = pytest.mark.slow
 CLIENT = Path(__file__).resolve().parent / "clients" / "mediapipe"
 VENV = Path(os.environ.get("IMGPIPE_MEDIAPIPE_VENV", default_cache_dir() / "clients" / "mediapipe-0.10.21"))
 MIN_AGREEMENT = 0.995  # the bar for "the app sees what verification saw"
+# MediaPipe decodes JPEGs with its own decoder; the int8 model turns those small pixel differences into flips of
+# near-tie photos (top-2 margins 0.04-0.18): 0-4 of the 500 flowers photos, measured across heads and widths
+# (MobileNetV2-0.35: Adam head 2, solved head 4; 0.5: 1 and 0). Fed imgpipe's decoded pixels, int8 still agrees
+# >= MIN_AGREEMENT.
+MIN_AGREEMENT_QUANTIZED_OWN_DECODER = 0.99
 
 
 @pytest.fixture(scope="session")
@@ -105,6 +110,8 @@ def test_mediapipe_agrees_with_verification_on_real_photos(mediapipe_python, flo
                 [[s[label] for label in labels] for s in mediapipe_scores(mediapipe_python, model, inputs)]
             )
             agreement = float(np.mean(theirs.argmax(1) == expected.argmax(1)))
-            assert agreement >= MIN_AGREEMENT, (entry["path"], exact, agreement)
+            quantized_own_decoder = not exact and entry["variant"] != "fp32"
+            bar = MIN_AGREEMENT_QUANTIZED_OWN_DECODER if quantized_own_decoder else MIN_AGREEMENT
+            assert agreement >= bar, (entry["path"], exact, agreement)
             if exact and entry["variant"] == "fp32":
                 assert np.abs(theirs - expected).max() <= 1e-4

@@ -114,6 +114,7 @@ def test_two_new_photos_cost_only_their_own_feature_computations_and_retrain_onl
     recorded = json.loads((cli_build_run.out / "build.json").read_text())
     args = ["build", "--dataset", str(data), "--out", str(tmp_path / "out"), "--cache-dir", str(cache)]
     args += ["--weights", recorded["backbone"]["weights"], "--image-size", str(recorded["backbone"]["image_size"])]
+    args += ["--feature-views", str(recorded["train"]["feature_views"])]
     code, _, stderr, _ = run_cli_process([*args, "--variants", "tflite:fp32"], tmp_path)
     assert code == 0, stderr
     manifest = _manifest(tmp_path / "out")

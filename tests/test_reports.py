@@ -231,3 +231,22 @@ def test_report_md_renders_every_section_as_tables(tmp_path):
     assert "stage" in headers and headers.count("setting or result") == 2
     for table in tables:
         assert len({len(row) for row in table}) == 1, table[0]
+
+
+def test_a_solved_head_shows_its_strength_and_only_epoch_phases_are_plotted(tmp_path):
+    """A `--head lbfgs` build: report.md names the L2 strength chosen and the val loss of each tried; the HTML
+    curves caption names only the phases that have epochs."""
+    from imgpipe.pipeline.reports.html import render_html
+    from imgpipe.pipeline.reports.markdown import write_markdown_report
+
+    manifest = report_manifest()
+    path = {"l2": [0.1, 0.01, 0.001], "train_loss": [0.5, 0.2, 0.1], "val_loss": [0.41, 0.35, 0.38]}
+    manifest["training"] = {
+        "history": {"head": path, "fine_tune": {"loss": [0.4, 0.3], "accuracy": [0.8, 0.9]}},
+        "head_l2": 0.01,
+    }
+    write_markdown_report(tmp_path / "report.md", manifest)
+    text = (tmp_path / "report.md").read_text()
+    assert "- head: logistic regression, L2 strength 0.01; tried 0.1 (val loss 0.410), 0.01 (val loss 0.350), " in text
+    html = render_html(manifest)
+    assert "Training (fine_tune): per-epoch loss" in html and "Head: loss at each L2 strength tried" in html

@@ -66,7 +66,7 @@ def test_every_architecture_builds_one_flat_graph(arch):
 
 def test_pretrained_path_caches_bottlenecks_and_fine_tunes(no_top_weights, split_data, tmp_path):
     spec = BackboneSpec("mobilenet_v2", 0.35, TINY_SIZE, str(no_top_weights))
-    config = TrainConfig(epochs=2, fine_tune_epochs=1, fine_tune_layers=10, batch_size=8)
+    config = TrainConfig(head="adam", epochs=2, fine_tune_epochs=1, fine_tune_layers=10, batch_size=8)
     pre = Preprocessing(TINY_SIZE)
     first, computed = _train(spec, config, split_data, pre, tmp_path / "cache", tmp_path / "logs")
     assert computed == len(split_data.train) + len(split_data.val)
@@ -81,14 +81,23 @@ def test_pretrained_path_caches_bottlenecks_and_fine_tunes(no_top_weights, split
 
 
 def test_head_weights_reach_the_full_model(no_top_weights, split_data, tmp_path):
-    """The head trained on cached features must be the one inside the exported model."""
+    """The head solved on cached features (the default, L-BFGS) must be the one inside the exported model: the
+    full model's probabilities are the softmax of the features through the solved weights."""
     spec = BackboneSpec("mobilenet_v2", 0.35, TINY_SIZE, str(no_top_weights))
-    result, _ = _train(
-        spec, TrainConfig(epochs=3, batch_size=8), split_data, Preprocessing(TINY_SIZE), tmp_path / "cache", tmp_path
-    )
-    kernel, _ = result.model.get_layer("probabilities").get_weights()
+    pre = Preprocessing(TINY_SIZE)
+    result, _ = _train(spec, TrainConfig(), split_data, pre, tmp_path / "cache", tmp_path)
+    assert set(result.history["head"]) >= {"l2", "train_loss", "val_loss"} and "loss" not in result.history["head"]
+    assert 0 <= result.val_accuracy["head"] <= 1
+    kernel, bias = result.model.get_layer("probabilities").get_weights()
     fresh = build_classifier(spec, 3)
     assert not np.allclose(kernel, fresh.get_layer("probabilities").get_weights()[0])
+    features = backbone_features(result.model, split_data.val, spec, pre, tmp_path / "cache").values
+    logits = features @ kernel + bias
+    expected = np.exp(logits - logits.max(1, keepdims=True))
+    images = pre.normalize(split_data.val.pixels.take(np.arange(len(split_data.val))))
+    np.testing.assert_allclose(
+        result.model.predict(images, verbose=0), expected / expected.sum(1, keepdims=True), atol=1e-4
+    )
 
 
 def test_litert_backbone_gives_the_keras_features(no_top_weights, split_data, tmp_path, monkeypatch):

@@ -55,6 +55,7 @@ def manifest_of(
         reference=reference.metrics,
         training={
             "history": trained.history,
+            "head_l2": trained.head_l2,  # the strength --head lbfgs chose (None for --head adam)
             "val_accuracy": trained.val_accuracy,  # after each phase
             "fine_tune_gain": fine_tune_gain(trained.val_accuracy),
             "features_computed": 0 if features is None else features.computed,

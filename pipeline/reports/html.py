@@ -110,12 +110,15 @@ def _tradeoff_figures(entries: list[dict], numbers: dict[int, int]) -> list[tupl
 
 def _training_figures(manifest: dict) -> list[tuple[bytes | None, str]]:
     figures = []
-    history = manifest.get("training", {}).get("history", {})
+    training = manifest.get("training", {})
+    history = training.get("history", {})
+    path = plots.regularization_path_plot(history.get("head") or {}, training.get("head_l2"))
+    if path:
+        figures.append((path, "Head: loss at each L2 strength tried, the one with the lowest val loss kept"))
     curves = plots.training_curves_plot(history)
     if curves:
-        figures.append(
-            (curves, f"Training ({', '.join(history)}): per-epoch loss and accuracy, train solid, val dashed")
-        )
+        phases = ", ".join(name for name, h in history.items() if h.get("loss"))  # a solved head has no epochs
+        figures.append((curves, f"Training ({phases}): per-epoch loss and accuracy, train solid, val dashed"))
     for name, report in (manifest.get("optimizations") or {}).items():
         curves = plots.training_curves_plot({name: report.get("history") or {}})
         if not curves:

@@ -79,6 +79,7 @@ def write_markdown_report(path: Path, manifest: dict) -> None:
         f"- preprocessing: {manifest['preprocessing']['resize']}; (pixel - {manifest['preprocessing']['mean']}) / "
         f"{manifest['preprocessing']['std']}, {manifest['preprocessing']['channel_order']}",
     ]
+    lines += _head_strength(manifest.get("training") or {})
     lines += _validation(manifest.get("training") or {})
     lines += [""]
     lines += _optimizations(manifest.get("optimizations") or {})
@@ -89,6 +90,18 @@ def write_markdown_report(path: Path, manifest: dict) -> None:
         "",
     ]
     write_text_atomic(path, "\n".join(lines) + "\n")
+
+
+def _head_strength(training: dict) -> list[str]:
+    """The L2 strength the head solver chose, and the val loss of each it tried (a `--head lbfgs` build)."""
+    path = (training.get("history") or {}).get("head") or {}
+    if training.get("head_l2") is None or "l2" not in path:
+        return []
+    losses = path.get("val_loss") or [None] * len(path["l2"])
+    tried = ", ".join(
+        f"{l2:g}" + ("" if loss is None else f" (val loss {loss:.3f})") for l2, loss in zip(path["l2"], losses)
+    )
+    return [f"- head: logistic regression, L2 strength {training['head_l2']:g}; tried {tried}"]
 
 
 def _validation(training: dict) -> list[str]:

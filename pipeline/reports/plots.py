@@ -224,6 +224,25 @@ def training_curves_plot(history: dict[str, dict[str, list[float]]]) -> bytes | 
     return _png(fig, plt)
 
 
+def regularization_path_plot(path: dict[str, list[float]], chosen: float | None) -> bytes | None:
+    """The solved head's loss at each L2 strength tried (train solid, val dashed), the chosen one marked: where
+    an epoch history would be for a head trained in epochs."""
+    if not path.get("l2"):
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.4, 3.4), dpi=100)
+    ax.plot(path["l2"], path["train_loss"], marker="o", label="train loss (with penalty)")
+    if path.get("val_loss"):
+        ax.plot(path["l2"], path["val_loss"], "--", marker="o", label="val loss")
+    if chosen is not None:
+        ax.axvline(chosen, color="grey", linewidth=1, label=f"chosen {chosen:g}")
+    ax.set_xscale("log")
+    ax.set_xlabel("L2 strength")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _png(fig, plt)
+
+
 def _cost(entry: dict, key: str):
     return entry.get(key) if key in ("bytes", "gzip_bytes") else entry["metrics"].get(key)
 

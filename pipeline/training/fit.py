@@ -15,6 +15,7 @@ from ..core.console import progress_bar
 from ..core.preprocessing import Preprocessing
 from ..core.tf_runtime import load_tensorflow
 from ..data.photos import Photos, TrainingData
+from .head_lbfgs import log_loss_and_accuracy
 
 log = logging.getLogger(__name__)
 
@@ -191,13 +192,8 @@ def softmax_head_metrics(dense, features: np.ndarray, labels: np.ndarray) -> dic
     """`val_loss` and `val_accuracy` of a softmax `dense` layer on `features`; the loss is computed from the
     logits, as Keras computes it for a softmax output."""
     kernel, bias = dense.get_weights()
-    logits = features @ kernel + bias
-    top = logits.max(axis=1, keepdims=True)
-    log_norm = np.log(np.exp(logits - top).sum(axis=1)) + top[:, 0]
-    return {
-        "val_loss": float(np.mean(log_norm - logits[np.arange(len(labels)), labels])),
-        "val_accuracy": float(np.mean(logits.argmax(axis=1) == labels)),
-    }
+    loss, accuracy = log_loss_and_accuracy(features @ kernel + bias, labels)
+    return {"val_loss": loss, "val_accuracy": accuracy}
 
 
 @lru_cache(maxsize=None)
