@@ -31,7 +31,7 @@ from .fit import (
     softmax_head_metrics,
     softmax_head_validation,
 )
-from .head_lbfgs import L2_PATH, fit_softmax_head
+from .head_lbfgs import fit_softmax_head, strengths
 from .model import OUTPUT_NAME, build_classifier, feature_extractor
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,7 @@ def _solve_head(model, data: TrainingData, features, result: TrainResult, log_di
     dense = model.get_layer(OUTPUT_NAME)
     labels = _train_row_labels(data, len(train_f))
     start = time.perf_counter()
-    with progress_bar("head", len(L2_PATH) if len(val_f) else 1, "strength") as advance:
+    with progress_bar("head", len(strengths(len(val_f) > 0)), "strength") as advance:
         fit = fit_softmax_head(np.asarray(train_f), labels, dense.units, val_f, data.val.labels, advance)
     result.timings["train_head"] = time.perf_counter() - start
     dense.set_weights([fit.kernel, fit.bias])
