@@ -61,7 +61,9 @@ def fit_softmax_head(
     dim = x.shape[1]
     prior = np.bincount(labels, minlength=classes) + 1.0
     params = np.concatenate([np.zeros(dim * classes), np.log(prior / prior.sum())])  # bias starts at the priors
-    path: dict[str, list[float]] = {"l2": [], "train_loss": [], "iterations": [], "val_loss": [], "val_accuracy": []}
+    path: dict[str, list[float]] = {"l2": [], "train_loss": [], "iterations": []}
+    if has_val:
+        path.update(val_loss=[], val_accuracy=[])
     best = None
     with _blas_threads(x.size * classes):
         for l2 in strengths(has_val):
@@ -89,7 +91,7 @@ def fit_softmax_head(
             if progress is not None:
                 progress(1)
     _, l2, kernel, bias = best
-    return HeadFit(kernel.astype(np.float32), bias.astype(np.float32), l2, path if has_val else _without_val(path))
+    return HeadFit(kernel.astype(np.float32), bias.astype(np.float32), l2, path)
 
 
 def strengths(has_val: bool) -> tuple[float, ...]:
@@ -112,10 +114,6 @@ def log_loss_and_accuracy(logits: np.ndarray, labels: np.ndarray) -> tuple[float
     log_norm = np.log(np.exp(logits - top).sum(axis=1)) + top[:, 0]
     loss = float(np.mean(log_norm - logits[np.arange(len(labels)), labels]))
     return loss, float(np.mean(logits.argmax(axis=1) == labels))
-
-
-def _without_val(path: dict[str, list[float]]) -> dict[str, list[float]]:
-    return {k: v for k, v in path.items() if not k.startswith("val_")}
 
 
 def _unpack(params: np.ndarray, dim: int, classes: int) -> tuple[np.ndarray, np.ndarray]:
