@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from imgpipe.benchmarks.suite import train_seconds
+from imgpipe.benchmarks.suite import summarise_held_out, train_seconds
 
 
 def test_training_time_counts_every_stage_from_photos_to_model_and_nothing_after():
@@ -17,6 +17,30 @@ def test_training_time_counts_every_stage_from_photos_to_model_and_nothing_after
         "export tflite:fp32": 3.0,
     }
     assert train_seconds(stages) == 5.0
+
+
+def _split(draw, tested, right, fine_tuned_right, baseline_right, seconds):
+    return {
+        "draw": draw,
+        "test_images": tested,
+        "keras_right": right,
+        "fine_tuned_right": fine_tuned_right,
+        "baseline_right": baseline_right,
+        "train_seconds": seconds,
+        "fine_tuned_train_seconds": 100 * seconds,
+        "baseline_train_seconds": 25.0,
+    }
+
+
+def test_held_out_splits_pool_photos_right_over_photos_tested_and_take_median_seconds():
+    splits = [_split(0, 57, 48, 52, 32, 0.5), _split(1, 60, 56, 54, 34, 0.4), _split(2, 50, 37, 37, 28, 2.0)]
+    held = summarise_held_out(splits, "photographer")
+    assert held["test_images"] == 167
+    assert held["keras_accuracy"] == 141 / 167  # not the mean of the three accuracies (0.843)
+    assert held["fine_tuned_accuracy"] == 143 / 167
+    assert held["baseline_accuracy"] == 94 / 167
+    assert (held["train_seconds"], held["fine_tuned_train_seconds"]) == (0.5, 50.0)
+    assert held["splits"] == splits
 
 
 def test_held_out_table_puts_the_default_beside_the_fine_tuned_build_and_the_tutorial():
@@ -35,21 +59,16 @@ def test_held_out_table_puts_the_default_beside_the_fine_tuned_build_and_the_tut
         "stages": {"scan": 0.5, "features": 3.0, "train": 0.5},
         "baseline": {"epochs": 10, "train_seconds": 25.0, "accuracy": 0.648},
         "versus_baseline": {"train_time_ratio": 0.16, "accuracy_ratio": 1.4},
-        "held_out": {
-            "groups": "photographer",
-            "test_images": 57,
-            "keras_accuracy": 0.88,
-            "train_seconds": 0.6,
-            "fine_tune_epochs": 10,
-            "fine_tuned_accuracy": 0.86,
-            "fine_tuned_train_seconds": 80.0,
-            "baseline_accuracy": 0.56,
-            "baseline_train_seconds": 24.0,
-        },
+        "held_out": summarise_held_out(
+            [_split(0, 50, 44, 43, 28, 0.6), _split(1, 50, 44, 43, 28, 0.8)], "photographer"
+        ),
     }
     suite = {"profile": "quick", "machine": {"cpu": "x", "cores": 2, "python": "3.11"}, "created": "now"}
     text = render_markdown(suite | {"notices": [], "runs": [run]})
+    assert "2 splits of the groups" in text and "100 photos tested in all" in text
     held = parsed_tables(text)[-1]
     assert held[0] == ["test split", "imgpipe", "imgpipe `--fine-tune-epochs 10`", "tutorial recipe"]
-    assert held[2] == ["held-out groups", "88.0%", "86.0%", "56.0%"]
-    assert held[3][1:] == ["0.6", "80.0", "24.0"]
+    assert held[1] == ["random (per photo)", "90.7%", "not built", "64.8%"]
+    assert held[2] == ["held-out groups, 2 splits pooled", "88.0% (88/100)", "86.0% (86/100)", "56.0% (56/100)"]
+    assert held[3][1:] == ["44/50 · 44/50", "43/50 · 43/50", "28/50 · 28/50"]
+    assert held[4][1:] == ["0.7", "70.0", "25.0"]
