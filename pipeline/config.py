@@ -129,8 +129,8 @@ class TrainConfig:
     patience: int = setting(6, "epochs without val-loss improvement before early stopping", range=AT_LEAST_ONE)
     decay_epochs: int = setting(
         0,
-        "last training epochs over which the learning rate falls (cosine) to 5%% of --learning-rate; 0: constant "
-        "(training from random initialisation only)",
+        "last epochs on images (fine-tuning, or training from random initialisation) over which the learning rate "
+        "falls (cosine) to 5%% of its starting rate; 0: constant",
         option="decay_epochs",
         range=Range(0),
     )

@@ -80,6 +80,18 @@ def test_pretrained_path_caches_bottlenecks_and_fine_tunes(no_top_weights, split
         np.testing.assert_array_equal(a, b, "same seed, same weights: head and augmented fine-tune are repeatable")
 
 
+def test_fine_tuning_ends_its_decay_epochs_at_five_percent_of_its_rate(no_top_weights, split_data, tmp_path):
+    spec = BackboneSpec("mobilenet_v2", 0.35, TINY_SIZE, str(no_top_weights))
+    config = TrainConfig(fine_tune_epochs=2, decay_epochs=1, fine_tune_layers=10, batch_size=8, patience=5)
+    result, _ = _train(spec, config, split_data, Preprocessing(TINY_SIZE), tmp_path / "cache", tmp_path / "logs")
+    optimizer = result.model.optimizer
+    steps = int(optimizer.iterations.numpy())
+    assert steps == 2 * -(-len(split_data.train) // 8) and len(result.history["fine_tune"]["loss"]) == 2
+    rate_at = lambda step: float(optimizer.learning_rate(step))  # noqa: E731
+    assert rate_at(steps // 2) == pytest.approx(config.fine_tune_learning_rate), "constant through the first epoch"
+    assert rate_at(steps) == pytest.approx(0.05 * config.fine_tune_learning_rate), "then down a cosine to 5%"
+
+
 def test_head_weights_reach_the_full_model(no_top_weights, split_data, tmp_path):
     """The head solved on cached features (the default, L-BFGS) must be the one inside the exported model: the
     full model's probabilities are the softmax of the features through the solved weights."""

@@ -215,7 +215,7 @@ def _fine_tune(model, config: TrainConfig, data: TrainingData, preprocessing, lo
         seed=config.seed,
         epochs=epochs,
         callbacks=epoch_callbacks(phase, epochs, log_dir / phase, config.patience if has_val else None, warmup),
-        decay_epochs=config.decay_epochs if trainable_top is None else 0,
+        decay_epochs=config.decay_epochs,
     )
     result.timings[phase] = time.perf_counter() - start
     result.history[phase] = history
