@@ -84,6 +84,8 @@ def _held_out_lines(run: dict) -> list[str]:
         f"{format_percent(run['baseline']['accuracy'])} |",
         f"| held-out groups, {len(splits)} splits pooled | " + " | ".join(pooled(k) for k in columns) + " |",
         "| held-out groups, each split (right/tested) | " + " | ".join(each(k) for k in columns) + " |",
+        f"| held-out groups, photos only one of the two got right | {held['only_keras_right']} | "
+        f"{held['only_fine_tuned_right']} (exact McNemar p = {held['mcnemar_p']:.2f}) | |",
         "| training time per held-out split (s, median; imgpipe's features cached above) | "
         + " | ".join(f"{held[k]:.1f}" for k in SPLIT_SECONDS)
         + " |",

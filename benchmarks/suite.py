@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import platform
 import statistics
@@ -175,11 +176,15 @@ def _held_out(case: BenchCase, profile: str, tmp: Path, groups: list[tuple[str, 
 
 
 def summarise_held_out(splits: list[dict], what: str) -> dict:
-    """Pooled accuracies (photos right over photos tested, in all splits) and median training seconds."""
+    """Pooled accuracies (photos right over photos tested, in all splits), the photos only the default or only the
+    fine-tuned build got right with the exact McNemar p of that split, and median training seconds."""
     tested = sum(s["test_images"] for s in splits)
+    only = {key: sum(s[key] for s in splits) for key in ONLY_ONE_RIGHT}
     return (
         {"groups": what, "splits": splits, "test_images": tested, "fine_tune_epochs": FINE_TUNE_EPOCHS}
         | {accuracy: sum(s[right] for s in splits) / tested for right, accuracy in ACCURACY_OF.items()}
+        | only
+        | {"mcnemar_p": exact_mcnemar_p(*only.values())}
         | {key: statistics.median(s[key] for s in splits) for key in SPLIT_SECONDS}
     )
 
@@ -190,6 +195,8 @@ ACCURACY_OF = {
     "fine_tuned_right": "fine_tuned_accuracy",
     "baseline_right": "baseline_accuracy",
 }
+# Photos only one of the default and the fine-tuned build got right: what tells a real difference from chance.
+ONLY_ONE_RIGHT = ("only_keras_right", "only_fine_tuned_right")
 SPLIT_SECONDS = ("train_seconds", "fine_tuned_train_seconds", "baseline_train_seconds")
 
 
@@ -209,11 +216,14 @@ def _held_out_split(case: BenchCase, profile: str, tmp: Path, groups: Path, draw
     config.train = replace(config.train, fine_tune_epochs=FINE_TUNE_EPOCHS)
     fine_tuned = run_build(config).manifest
     tested = manifest["reference"]["metrics"]["samples"]
+    wrong, wrong_fine_tuned = _wrong(manifest, tested), _wrong(fine_tuned, tested)
     return {
         "draw": draw,
         "test_images": tested,
-        "keras_right": _right(manifest, tested),
-        "fine_tuned_right": _right(fine_tuned, tested),
+        "keras_right": tested - len(wrong),
+        "fine_tuned_right": tested - len(wrong_fine_tuned),
+        "only_keras_right": len(wrong_fine_tuned - wrong),
+        "only_fine_tuned_right": len(wrong - wrong_fine_tuned),
         "baseline_right": round(baseline["accuracy"] * tested),
         "train_seconds": round(train_seconds(manifest["timings"]), 2),
         "fine_tuned_train_seconds": round(train_seconds(fine_tuned["timings"]), 2),
@@ -221,11 +231,22 @@ def _held_out_split(case: BenchCase, profile: str, tmp: Path, groups: Path, draw
     }
 
 
-def _right(manifest: dict, tested: int) -> int:
-    metrics = manifest["reference"]["metrics"]
-    if metrics["samples"] != tested:
-        raise RuntimeError(f"builds on one held-out split tested {metrics['samples']} and {tested} photos")
-    return round(metrics["accuracy"] * tested)
+def _wrong(manifest: dict, tested: int) -> set[str]:
+    """The test photos a build on a held-out split got wrong, which the two builds of the split compare."""
+    samples, mistakes = manifest["reference"]["metrics"]["samples"], manifest["reference"]["mistakes"]
+    if samples != tested:
+        raise RuntimeError(f"builds on one held-out split tested {samples} and {tested} photos")
+    if len(mistakes["listed"]) != mistakes["total"]:
+        raise RuntimeError(f"the manifest lists {len(mistakes['listed'])} of {mistakes['total']} mistakes")
+    return {m["path"] for m in mistakes["listed"]}
+
+
+def exact_mcnemar_p(only_a: int, only_b: int) -> float:
+    """Two-sided exact McNemar test on the photos only one of two models got right: the chance of a split at least
+    this uneven if either model were as likely to be the one right. Photos both got right or wrong say nothing."""
+    n = only_a + only_b
+    tail = sum(math.comb(n, k) for k in range(min(only_a, only_b) + 1)) / 2**n
+    return min(1.0, 2 * tail)
 
 
 TRAINING_STAGES = ("scan", "features", "augmented features", "train")

@@ -98,6 +98,19 @@ def test_the_transfer_learned_model_tells_the_patterns_apart(cli_build):
     assert len({row.index(max(row)) for row in manifest["reference"]["metrics"]["confusion_matrix"]}) > 1
 
 
+def test_the_mistakes_listed_are_the_float_models_wrong_test_photos(cli_build):
+    manifest, bundle = _manifest(cli_build[1]), cli_build[1] / "bundle"
+    metrics, mistakes = manifest["reference"]["metrics"], manifest["reference"]["mistakes"]
+    confusion = metrics["confusion_matrix"]
+    assert mistakes["total"] == metrics["samples"] - sum(confusion[i][i] for i in range(len(confusion)))
+    assert len(mistakes["listed"]) == mistakes["total"]
+    tested = {r["path"]: r["label"] for r in json.loads((bundle / "splits.json").read_text()) if r["split"] == "test"}
+    for m in mistakes["listed"]:
+        assert tested[m["path"]] == m["label"] != m["predicted"]
+    confidences = [m["confidence"] for m in mistakes["listed"]]
+    assert confidences == sorted(confidences, reverse=True)
+
+
 def test_manifest_checksums_and_sizes_match_the_files(cli_build):
     manifest, bundle = _manifest(cli_build[1]), cli_build[1] / "bundle"
     assert {a["format"] for a in manifest["artifacts"]} == set(FORMATS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 from markdown_it import MarkdownIt
 
 from imgpipe.pipeline.reports.plots import pareto_front
@@ -250,3 +251,47 @@ def test_a_solved_head_shows_its_strength_and_only_epoch_phases_are_plotted(tmp_
     assert "- head: logistic regression, L2 strength 0.01; tried 0.1 (val loss 0.410), 0.01 (val loss 0.350), " in text
     html = render_html(manifest)
     assert "Training (fine_tune): per-epoch loss" in html and "Head: loss at each L2 strength tried" in html
+
+
+def test_mistakes_are_the_wrong_photos_most_confident_first_kept_up_to_the_cap(monkeypatch):
+    from imgpipe.pipeline.verify import metrics
+
+    probs = np.array([[0.9, 0.1], [0.3, 0.7], [0.2, 0.8], [0.6, 0.4], [0.45, 0.55]])
+    y = np.array([0, 0, 0, 1, 0])
+    paths = ["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg"]
+    found = metrics.mistakes_of(probs, y, ["cat", "dog"], paths)
+    assert found["total"] == 4
+    assert [m["path"] for m in found["listed"]] == ["c.jpg", "b.jpg", "d.jpg", "e.jpg"]
+    assert found["listed"][0] == {"path": "c.jpg", "label": "cat", "predicted": "dog", "confidence": 0.8}
+    monkeypatch.setattr(metrics, "MISTAKES_KEPT", 2)
+    capped = metrics.mistakes_of(probs, y, ["cat", "dog"], paths)
+    assert capped["total"] == 4 and [m["path"] for m in capped["listed"]] == ["c.jpg", "b.jpg"]
+    assert metrics.mistakes_of(probs[:1], y[:1], ["cat", "dog"], paths[:1]) == {"total": 0, "listed": []}
+
+
+def test_reports_show_the_most_confident_mistakes_and_say_how_many_of_how_many(tmp_path):
+    from imgpipe.pipeline.reports.html import render_html
+    from imgpipe.pipeline.reports.markdown import write_markdown_report
+    from imgpipe.pipeline.reports.table import MISTAKES_SHOWN
+
+    manifest = report_manifest()
+    listed = [
+        {"path": f"cat/{i}.jpg", "label": "cat", "predicted": "dog", "confidence": 0.99 - i / 100}
+        for i in range(MISTAKES_SHOWN + 2)
+    ]
+    manifest["reference"]["mistakes"] = {"total": len(listed), "listed": listed}
+    write_markdown_report(tmp_path / "report.md", manifest)
+    text = (tmp_path / "report.md").read_text()
+    assert f"the {MISTAKES_SHOWN} most confident of {len(listed)}, most confident first" in text
+    table = next(t for t in parsed_tables(text) if t[0] == ["photo", "class", "predicted", "confidence"])
+    assert table[1] == ["`cat/0.jpg`", "cat", "dog", "99.0%"] and len(table) == 1 + MISTAKES_SHOWN
+    html = render_html(manifest)
+    assert f"<code>cat/{MISTAKES_SHOWN - 1}.jpg</code>" in html and f"cat/{MISTAKES_SHOWN}.jpg" not in html
+
+    manifest["reference"]["mistakes"] = {"total": 1, "listed": listed[:1]}
+    write_markdown_report(tmp_path / "report.md", manifest)
+    assert "got wrong: all of 1," in (tmp_path / "report.md").read_text()
+    for none in ({"total": 0, "listed": []}, None):  # none made, or a manifest from before they were kept
+        manifest["reference"]["mistakes"] = none
+        write_markdown_report(tmp_path / "report.md", manifest)
+        assert "got wrong" not in (tmp_path / "report.md").read_text() and "got wrong" not in render_html(manifest)

@@ -133,6 +133,7 @@ def build_manifest(
     preprocessing: dict,
     dataset: dict,
     reference: dict,
+    mistakes: dict,
     training: dict,
     optimizations: dict,
     calibration: dict,
@@ -152,7 +153,8 @@ def build_manifest(
         "preprocessing": preprocessing,
         "dataset": dataset,
         "config": config,
-        "reference": {"format": "keras", "variant": "float", "metrics": reference},
+        # the float model's wrong test photos, most confident first
+        "reference": {"format": "keras", "variant": "float", "metrics": reference, "mistakes": mistakes},
         "training": training,
         "optimizations": optimizations,
         "calibration": calibration,  # temperature folded into the head, ECE, the reliability diagram's bins

@@ -12,13 +12,14 @@ from ..core.files import tree_sha256
 from ..data.dataset import DatasetIndex
 from ..data.synthetic import EMBEDDED_VERSION
 from ..verify.calibration import reliability_bins
+from ..verify.metrics import mistakes_of
 from ..verify.temperature import Calibration
 from ..verify.verify import Reference, Verification
 from .manifest import artifact_entry, build_manifest
 
 
 def test_predictions(index: DatasetIndex, reference: Reference, verifications: list[Verification]) -> dict:
-    photos = [e for e in index.entries if e.split == "test"]  # the order of index.photos("test")
+    photos = index.entries_of("test")
     predicted = {reference.name: reference.probs.argmax(1).tolist()}
     predicted.update({v.artifact.name: v.predictions for v in verifications if v.predictions is not None})
     return {
@@ -46,6 +47,7 @@ def manifest_of(
     dataset,
 ):
     entries = [artifact_entry(v, gates, bundle, published=gates.passed) for v, gates in judged]
+    tested = index.entries_of("test")
     return build_manifest(
         config=public_config(config, dataset),
         model={f: getattr(config.metadata, f) for f in ("name", "description", "version", "author", "license")},
@@ -53,6 +55,9 @@ def manifest_of(
         preprocessing=preprocessing.to_dict(),
         dataset={**index.summary(), "root": dataset_name(config, dataset)},
         reference=reference.metrics,
+        mistakes=mistakes_of(
+            reference.probs, np.array([e.label for e in tested], np.int64), index.labels, [e.relpath for e in tested]
+        ),
         training={
             "history": trained.history,
             "head_l2": trained.head_l2,  # the strength --head lbfgs chose (None for --head adam)

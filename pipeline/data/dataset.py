@@ -49,7 +49,7 @@ class DatasetIndex:
 
     def photos(self, split: str | None, image_size: int, work_dir: Path | None = None) -> Photos:
         """The photos of one split (every photo with None), in scan order."""
-        chosen = [e for e in self.entries if split is None or e.split == split]
+        chosen = self.entries_of(split)
         return Photos(
             np.array([e.label for e in chosen], dtype=np.int64),
             [e.sha256 for e in chosen],
@@ -58,6 +58,10 @@ class DatasetIndex:
             work_dir,
             split or "all",
         )
+
+    def entries_of(self, split: str | None) -> list[ImageEntry]:
+        """One split's entries (every entry with None), in the order `photos` gives their pixels and labels."""
+        return [e for e in self.entries if split is None or e.split == split]
 
     def training_data(self, image_size: int, work_dir: Path | None = None) -> TrainingData:
         return TrainingData(self.photos("train", image_size, work_dir), self.photos("val", image_size, work_dir))

@@ -10,7 +10,16 @@ from pathlib import Path
 from ..core.files import write_text_atomic
 from . import plots
 from .summary import format_size, recommend
-from .table import COLUMNS, artifact_name, artifact_rows, format_percent, latency_note, unavailable_notes
+from .table import (
+    COLUMNS,
+    MISTAKE_COLUMNS,
+    artifact_name,
+    artifact_rows,
+    format_percent,
+    latency_note,
+    mistake_rows,
+    unavailable_notes,
+)
 
 STYLE = """
 body{font-family:-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
@@ -53,6 +62,7 @@ def render_html(manifest: dict) -> str:
             ]
         ),
     ]
+    parts += _mistakes(manifest)
     parts += _calibration(manifest.get("calibration"))
     curves = _training_figures(manifest)
     if curves:
@@ -146,6 +156,19 @@ def _artifact_table(entries: list[dict], reference: dict) -> str:
         for row, bad, n in zip(rows, failed, numbers)
     )
     return f"<table>{head}{body}</table>"
+
+
+def _mistakes(manifest: dict) -> list[str]:
+    mistakes = mistake_rows(manifest)
+    if not mistakes:
+        return []
+    rows, caption = mistakes
+    head = "<tr>" + "".join(f"<th{' class=text' if i == 0 else ''}>{_e(c)}</th>" for i, c in enumerate(MISTAKE_COLUMNS))
+    body = "".join(
+        f"<tr><td class=text><code>{_e(r[0])}</code></td>" + "".join(f"<td>{_e(c)}</td>" for c in r[1:]) + "</tr>"
+        for r in rows
+    )
+    return [f"<p class=note>{_e(caption)}</p>", f"<table>{head}</tr>{body}</table>"]
 
 
 def _calibration(calibration: dict | None) -> list[str]:

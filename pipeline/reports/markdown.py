@@ -6,7 +6,16 @@ from pathlib import Path
 
 from ..core.files import write_text_atomic
 from .summary import format_size, recommend
-from .table import artifact_rows, format_change, format_percent, latency_note, markdown_table, unavailable_notes
+from .table import (
+    MISTAKE_COLUMNS,
+    artifact_rows,
+    format_change,
+    format_percent,
+    latency_note,
+    markdown_table,
+    mistake_rows,
+    unavailable_notes,
+)
 
 
 def write_markdown_report(path: Path, manifest: dict) -> None:
@@ -69,6 +78,10 @@ def write_markdown_report(path: Path, manifest: dict) -> None:
     ]
     for label, row in zip(manifest["labels"], keras_metrics["confusion_matrix"]):
         lines.append(f"| {label} | " + " | ".join(str(v) for v in row) + " |")
+    mistakes = mistake_rows(manifest)
+    if mistakes:
+        rows, caption = mistakes
+        lines += ["", caption, "", markdown_table([[f"`{r[0]}`", *r[1:]] for r in rows], MISTAKE_COLUMNS)]
     lines += _calibration(manifest.get("calibration"))
     b = cfg["backbone"]
     lines += [

@@ -102,6 +102,26 @@ def unavailable_notes(entries: list[dict]) -> list[str]:
     ]
 
 
+MISTAKES_SHOWN = 10
+MISTAKE_COLUMNS = ("photo", "class", "predicted", "confidence")
+
+
+def mistake_rows(manifest: dict) -> tuple[list[list[str]], str] | None:
+    """The float model's most confident mistakes on the test split, as rows and a sentence saying how many of how
+    many these are; None when the manifest has none to show (no mistakes, or a build from before they were kept)."""
+    mistakes = manifest["reference"].get("mistakes")
+    if not mistakes or not mistakes["total"]:
+        return None
+    shown = mistakes["listed"][:MISTAKES_SHOWN]
+    rows = [[m["path"], m["label"], m["predicted"], format_percent(m["confidence"])] for m in shown]
+    which = "all" if len(shown) == mistakes["total"] else f"the {len(shown)} most confident"
+    caption = (
+        f"Test photos the float model got wrong: {which} of {mistakes['total']}, most confident first (a confident "
+        "mistake is often a mislabelled photo; the manifest lists them under reference.mistakes)."
+    )
+    return rows, caption
+
+
 def format_percent(v):
     return "" if v is None else f"{100 * v:.1f}%"
 

@@ -35,6 +35,31 @@ def classification_metrics(probs: np.ndarray, y_true: np.ndarray, labels: list[s
     }
 
 
+MISTAKES_KEPT = 1000  # the manifest's list; a real test split's mistakes fit, a huge one's most confident do
+
+
+def mistakes_of(probs: np.ndarray, y_true: np.ndarray, labels: list[str], paths: list[str]) -> dict:
+    """The photos the model got wrong, most confident first: where mislabelled photos and the model's blind spots
+    show up, and what lets two builds on one split be compared photo by photo. `total` counts them all; `listed`
+    keeps the first MISTAKES_KEPT."""
+    pred = probs.argmax(axis=1)
+    wrong = np.flatnonzero(pred != y_true)
+    confidence = probs[wrong, pred[wrong]]
+    order = wrong[np.argsort(-confidence, kind="stable")][:MISTAKES_KEPT]
+    return {
+        "total": int(len(wrong)),
+        "listed": [
+            {
+                "path": paths[i],
+                "label": labels[y_true[i]],
+                "predicted": labels[pred[i]],
+                "confidence": float(probs[i, pred[i]]),
+            }
+            for i in order
+        ],
+    }
+
+
 def agreement_metrics(probs: np.ndarray, reference: np.ndarray) -> dict:
     """How closely an artifact reproduces the float Keras model on the same images."""
     return {
