@@ -207,6 +207,25 @@ def test_evaluate_runs_every_artifact_on_another_folder(cli_build, tmp_path, cap
     )
     assert result["reference"] == "tflite:fp32"
     assert result["dataset"]["counts"] == {label: 4 for label in TINY_LABELS}
+    wrong = result["mistakes"]
+    tested = 4 * len(TINY_LABELS)
+    assert wrong["total"] == round((1 - by_artifact[("tflite", "fp32")]["metrics"]["accuracy"]) * tested)
+    assert len(wrong["listed"]) == wrong["total"]
+    for m in wrong["listed"]:
+        assert (other / m["path"]).parent.name == m["label"] != m["predicted"]
+
+
+def test_evaluate_prints_the_reference_artifacts_most_confident_mistakes(capsys):
+    from imgpipe.pipeline.commands.evaluate import Evaluation, print_evaluation
+
+    listed = [{"path": "cat/a.jpg", "label": "cat", "predicted": "dog", "confidence": 0.97}]
+    print_evaluation(Evaluation({}, "tflite:fp32", [], {"total": 1, "listed": listed}), as_json=False)
+    out = capsys.readouterr().out.splitlines()
+    at = out.index("Photos tflite:fp32 got wrong: all of 1, most confident first (--json lists them all):")
+    assert out[at + 1].split() == ["photo", "class", "predicted", "confidence"]
+    assert out[at + 3].split() == ["cat/a.jpg", "cat", "dog", "97.0%"]
+    print_evaluation(Evaluation({}, "tflite:fp32", [], {"total": 0, "listed": []}), as_json=False)
+    assert "got wrong" not in capsys.readouterr().out
 
 
 def test_evaluate_rejects_unknown_classes(cli_build, tmp_path, capsys):

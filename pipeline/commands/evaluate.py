@@ -19,9 +19,16 @@ from ..config import LatencyConfig, SplitFractions
 from ..core.console import echo
 from ..core.preprocessing import Preprocessing
 from ..data.dataset import scan_dataset
-from ..reports.table import artifact_rows, drop_empty_columns, format_table, unavailable_notes
+from ..reports.table import (
+    MISTAKE_COLUMNS,
+    artifact_rows,
+    drop_empty_columns,
+    format_table,
+    mistake_table,
+    unavailable_notes,
+)
 from ..verify.latency import add_latencies
-from ..verify.metrics import classification_metrics
+from ..verify.metrics import classification_metrics, mistakes_of
 from ..verify.verify import Reference, predict_batched, verify_artifact
 
 ALL_FOR_EVALUATION = SplitFractions(1.0, 0.0, 0.0)
@@ -33,6 +40,7 @@ class Evaluation:
     dataset: dict
     reference: str | None  # the artifact others are compared with
     artifacts: list[dict]
+    mistakes: dict | None  # the photos the reference got wrong, most confident first (mistakes_of)
 
 
 def evaluate_bundle(bundle: Path, dataset: Path) -> Evaluation:
@@ -68,7 +76,10 @@ def evaluate_bundle(bundle: Path, dataset: Path) -> Evaluation:
         entries.append(entry)
     totals = {label: sum(c.values()) for label, c in index.counts().items()}
     summary = {**index.summary(), "root": Path(dataset).name, "counts": totals}
-    return Evaluation(summary, reference.name if reference else None, entries)
+    if reference is None:
+        return Evaluation(summary, None, entries, None)
+    paths = [e.relpath for e in index.entries_of(None)]  # the order of index.photos(None)
+    return Evaluation(summary, reference.name, entries, mistakes_of(reference.probs, photos.labels, labels, paths))
 
 
 def _reference(artifacts: list[Artifact], photos, labels: list[str]) -> Reference | None:
@@ -89,12 +100,23 @@ def print_evaluation(result: Evaluation, as_json: bool) -> None:
     if as_json:
         echo(
             json.dumps(
-                {"dataset": result.dataset, "reference": result.reference, "artifacts": result.artifacts}, indent=2
+                {
+                    "dataset": result.dataset,
+                    "reference": result.reference,
+                    "artifacts": result.artifacts,
+                    "mistakes": result.mistakes,
+                },
+                indent=2,
             )
         )
         return
     echo(format_table(*drop_empty_columns(artifact_rows(result.artifacts))))
     if result.reference:
         echo(f"agreement and max|Δp| are against {result.reference} (a bundle holds no Keras model)")
+    mistakes = mistake_table(result.mistakes)
+    if mistakes:
+        rows, how_many = mistakes
+        echo(f"\nPhotos {result.reference} got wrong: {how_many} (--json lists them all):")
+        echo(format_table(rows, MISTAKE_COLUMNS))
     for note in unavailable_notes(result.artifacts):
         echo(note)

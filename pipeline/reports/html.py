@@ -13,11 +13,12 @@ from .summary import format_size, recommend
 from .table import (
     COLUMNS,
     MISTAKE_COLUMNS,
+    MISTAKES_NOTE,
     artifact_name,
     artifact_rows,
     format_percent,
     latency_note,
-    mistake_rows,
+    mistake_table,
     unavailable_notes,
 )
 
@@ -159,16 +160,18 @@ def _artifact_table(entries: list[dict], reference: dict) -> str:
 
 
 def _mistakes(manifest: dict) -> list[str]:
-    mistakes = mistake_rows(manifest)
+    mistakes = mistake_table(manifest["reference"].get("mistakes"))
     if not mistakes:
         return []
-    rows, caption = mistakes
-    head = "<tr>" + "".join(f"<th{' class=text' if i == 0 else ''}>{_e(c)}</th>" for i, c in enumerate(MISTAKE_COLUMNS))
+    rows, how_many = mistakes
+    caption = f"Test photos the float model got wrong: {how_many} ({MISTAKES_NOTE})."
+    head = "".join(f"<th{'' if c == 'confidence' else ' class=text'}>{_e(c)}</th>" for c in MISTAKE_COLUMNS)
     body = "".join(
-        f"<tr><td class=text><code>{_e(r[0])}</code></td>" + "".join(f"<td>{_e(c)}</td>" for c in r[1:]) + "</tr>"
-        for r in rows
+        f"<tr><td class=text><code>{_e(path)}</code></td><td class=text>{_e(label)}</td>"
+        f"<td class=text>{_e(predicted)}</td><td>{_e(confidence)}</td></tr>"
+        for path, label, predicted, confidence in rows
     )
-    return [f"<p class=note>{_e(caption)}</p>", f"<table>{head}</tr>{body}</table>"]
+    return [f"<p class=note>{_e(caption)}</p>", f"<table><tr>{head}</tr>{body}</table>"]
 
 
 def _calibration(calibration: dict | None) -> list[str]:

@@ -8,12 +8,13 @@ from ..core.files import write_text_atomic
 from .summary import format_size, recommend
 from .table import (
     MISTAKE_COLUMNS,
+    MISTAKES_NOTE,
     artifact_rows,
     format_change,
     format_percent,
     latency_note,
     markdown_table,
-    mistake_rows,
+    mistake_table,
     unavailable_notes,
 )
 
@@ -78,10 +79,15 @@ def write_markdown_report(path: Path, manifest: dict) -> None:
     ]
     for label, row in zip(manifest["labels"], keras_metrics["confusion_matrix"]):
         lines.append(f"| {label} | " + " | ".join(str(v) for v in row) + " |")
-    mistakes = mistake_rows(manifest)
+    mistakes = mistake_table(manifest["reference"].get("mistakes"))
     if mistakes:
-        rows, caption = mistakes
-        lines += ["", caption, "", markdown_table([[f"`{r[0]}`", *r[1:]] for r in rows], MISTAKE_COLUMNS)]
+        rows, how_many = mistakes
+        lines += [
+            "",
+            f"Test photos the float model got wrong: {how_many} ({MISTAKES_NOTE}):",
+            "",
+            markdown_table([[f"`{r[0]}`", *r[1:]] for r in rows], MISTAKE_COLUMNS),
+        ]
     lines += _calibration(manifest.get("calibration"))
     b = cfg["backbone"]
     lines += [

@@ -104,22 +104,19 @@ def unavailable_notes(entries: list[dict]) -> list[str]:
 
 MISTAKES_SHOWN = 10
 MISTAKE_COLUMNS = ("photo", "class", "predicted", "confidence")
+MISTAKES_NOTE = "a confident mistake is often a mislabelled photo; the manifest lists them under reference.mistakes"
 
 
-def mistake_rows(manifest: dict) -> tuple[list[list[str]], str] | None:
-    """The float model's most confident mistakes on the test split, as rows and a sentence saying how many of how
-    many these are; None when the manifest has none to show (no mistakes, or a build from before they were kept)."""
-    mistakes = manifest["reference"].get("mistakes")
+def mistake_table(mistakes: dict | None) -> tuple[list[list[str]], str] | None:
+    """The first MISTAKES_SHOWN of a `mistakes_of` list as rows, and how many of how many they are ("all of 3",
+    "the 10 most confident of 12"); None when there is none to show (no mistakes, or a manifest from before they
+    were kept)."""
     if not mistakes or not mistakes["total"]:
         return None
     shown = mistakes["listed"][:MISTAKES_SHOWN]
     rows = [[m["path"], m["label"], m["predicted"], format_percent(m["confidence"])] for m in shown]
     which = "all" if len(shown) == mistakes["total"] else f"the {len(shown)} most confident"
-    caption = (
-        f"Test photos the float model got wrong: {which} of {mistakes['total']}, most confident first (a confident "
-        "mistake is often a mislabelled photo; the manifest lists them under reference.mistakes)."
-    )
-    return rows, caption
+    return rows, f"{which} of {mistakes['total']}, most confident first"
 
 
 def format_percent(v):
