@@ -95,6 +95,8 @@ def test_the_width_was_read_from_the_weights_file(cli_build):
 def test_the_transfer_learned_model_tells_the_patterns_apart(cli_build):
     manifest = _manifest(cli_build[1])
     assert manifest["reference"]["metrics"]["accuracy"] > 1 / len(TINY_LABELS)
+    low, high = manifest["reference"]["metrics"]["accuracy_interval"]
+    assert 0 <= low < manifest["reference"]["metrics"]["accuracy"] <= high <= 1
     assert len({row.index(max(row)) for row in manifest["reference"]["metrics"]["confusion_matrix"]}) > 1
 
 
@@ -219,12 +221,15 @@ def test_evaluate_prints_the_reference_artifacts_most_confident_mistakes(capsys)
     from imgpipe.pipeline.commands.evaluate import Evaluation, print_evaluation
 
     listed = [{"path": "cat/a.jpg", "label": "cat", "predicted": "dog", "confidence": 0.97}]
-    print_evaluation(Evaluation({}, "tflite:fp32", [], {"total": 1, "listed": listed}), as_json=False)
+    metrics = {"accuracy": 0.9, "accuracy_interval": [0.6, 0.98], "samples": 10}
+    reference = {"format": "tflite", "variant": "fp32", "source": "float", "metrics": metrics}
+    print_evaluation(Evaluation({}, "tflite:fp32", [reference], {"total": 1, "listed": listed}), as_json=False)
     out = capsys.readouterr().out.splitlines()
+    assert "tflite:fp32: Accuracy 90.0% on 10 photos; 95% interval 60.0% to 98.0% (Wilson)" in "\n".join(out)
     at = out.index("Photos tflite:fp32 got wrong: all of 1, most confident first (--json lists them all):")
     assert out[at + 1].split() == ["photo", "class", "predicted", "confidence"]
     assert out[at + 3].split() == ["cat/a.jpg", "cat", "dog", "97.0%"]
-    print_evaluation(Evaluation({}, "tflite:fp32", [], {"total": 0, "listed": []}), as_json=False)
+    print_evaluation(Evaluation({}, "tflite:fp32", [reference], {"total": 0, "listed": []}), as_json=False)
     assert "got wrong" not in capsys.readouterr().out
 
 

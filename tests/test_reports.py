@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from markdown_it import MarkdownIt
 
 from imgpipe.pipeline.reports.plots import pareto_front
@@ -295,3 +296,31 @@ def test_reports_show_the_most_confident_mistakes_and_say_how_many_of_how_many(t
         manifest["reference"]["mistakes"] = none
         write_markdown_report(tmp_path / "report.md", manifest)
         assert "got wrong" not in (tmp_path / "report.md").read_text() and "got wrong" not in render_html(manifest)
+
+
+def test_the_accuracy_interval_is_wilsons_and_classification_metrics_carry_it():
+    from scipy.stats import binomtest
+
+    from imgpipe.pipeline.verify.metrics import accuracy_interval, classification_metrics
+
+    for right, tested in ((45, 50), (50, 50), (0, 10), (238, 272), (1, 1)):
+        wilson = binomtest(right, tested).proportion_ci(method="wilson")
+        assert accuracy_interval(right, tested) == pytest.approx([wilson.low, wilson.high], abs=1e-12)
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
+    metrics = classification_metrics(probs, np.array([0, 1, 1, 1]), ["cat", "dog"])
+    assert metrics["accuracy_interval"] == accuracy_interval(3, 4)
+    assert classification_metrics(probs[:0], np.array([], np.int64), ["cat", "dog"])["accuracy_interval"] is None
+
+
+def test_reports_give_the_float_models_accuracy_with_its_interval(tmp_path):
+    from imgpipe.pipeline.reports.html import render_html
+    from imgpipe.pipeline.reports.markdown import write_markdown_report
+
+    manifest = report_manifest()
+    manifest["reference"]["metrics"]["accuracy_interval"] = [0.7866, 0.9737]
+    sentence = "Accuracy 92.0% on 30 photos; 95% interval 78.7% to 97.4% (Wilson)"
+    write_markdown_report(tmp_path / "report.md", manifest)
+    assert sentence in (tmp_path / "report.md").read_text() and sentence in render_html(manifest)
+    del manifest["reference"]["metrics"]["accuracy_interval"]  # a manifest from before it was kept
+    write_markdown_report(tmp_path / "report.md", manifest)
+    assert "95% interval" not in (tmp_path / "report.md").read_text() and "95% interval" not in render_html(manifest)

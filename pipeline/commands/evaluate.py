@@ -21,6 +21,8 @@ from ..core.preprocessing import Preprocessing
 from ..data.dataset import scan_dataset
 from ..reports.table import (
     MISTAKE_COLUMNS,
+    accuracy_interval_note,
+    artifact_name,
     artifact_rows,
     drop_empty_columns,
     format_table,
@@ -113,6 +115,8 @@ def print_evaluation(result: Evaluation, as_json: bool) -> None:
     echo(format_table(*drop_empty_columns(artifact_rows(result.artifacts))))
     if result.reference:
         echo(f"agreement and max|Δp| are against {result.reference} (a bundle holds no Keras model)")
+        reference = next(a for a in result.artifacts if artifact_name(a) == result.reference)
+        echo(f"{result.reference}: {accuracy_interval_note(reference['metrics'])}")
     mistakes = mistake_table(result.mistakes)
     if mistakes:
         rows, how_many = mistakes

@@ -14,6 +14,7 @@ from .table import (
     COLUMNS,
     MISTAKE_COLUMNS,
     MISTAKES_NOTE,
+    accuracy_interval_note,
     artifact_name,
     artifact_rows,
     format_percent,
@@ -54,8 +55,11 @@ def render_html(manifest: dict) -> str:
     ]
     parts += [f"<p class=note>{_e(n)}</p>" for n in [latency_note(manifest), *unavailable_notes(entries)]]
     parts += ["<h2>Trade-offs</h2>", _figures(_tradeoff_figures(entries, numbers))]
+    parts.append("<h2>Float model on the test split</h2>")
+    interval = accuracy_interval_note(reference)
+    if interval:
+        parts.append(f"<p class=note>{_e(interval)}</p>")
     parts += [
-        "<h2>Float model on the test split</h2>",
         _figures(
             [
                 (plots.per_class_plot(reference["per_class_accuracy"]), "Per-class accuracy"),

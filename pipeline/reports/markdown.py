@@ -9,6 +9,7 @@ from .summary import format_size, recommend
 from .table import (
     MISTAKE_COLUMNS,
     MISTAKES_NOTE,
+    accuracy_interval_note,
     artifact_rows,
     format_change,
     format_percent,
@@ -68,7 +69,11 @@ def write_markdown_report(path: Path, manifest: dict) -> None:
     lines += [f"| {label} | {c['train']} | {c['val']} | {c['test']} |" for label, c in ds["counts"].items()]
     if ds["problems"]:
         lines += ["", "Problems found:"] + [f"- {p}" for p in ds["problems"]]
-    lines += ["", "## Float model on the test split", "", "| class | accuracy |", "|---|---|"]
+    lines += ["", "## Float model on the test split", ""]
+    interval = accuracy_interval_note(keras_metrics)
+    if interval:
+        lines += [interval, ""]
+    lines += ["| class | accuracy |", "|---|---|"]
     lines += [f"| {k} | {format_percent(v)} |" for k, v in keras_metrics["per_class_accuracy"].items()]
     lines += [
         "",

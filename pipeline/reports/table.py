@@ -119,6 +119,19 @@ def mistake_table(mistakes: dict | None) -> tuple[list[list[str]], str] | None:
     return rows, f"{which} of {mistakes['total']}, most confident first"
 
 
+def accuracy_interval_note(metrics: dict) -> str | None:
+    """The float model's test accuracy with its 95 % interval, as one sentence (None for a manifest without it)."""
+    interval = metrics.get("accuracy_interval")
+    if interval is None:
+        return None
+    low, high = interval
+    return (
+        f"Accuracy {format_percent(metrics['accuracy'])} on {metrics['samples']} photos; 95% interval "
+        f"{format_percent(low)} to {format_percent(high)} (Wilson): where the accuracy on more photos like these "
+        "is likely to be."
+    )
+
+
 def format_percent(v):
     return "" if v is None else f"{100 * v:.1f}%"
 

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import math
+from statistics import NormalDist
+
 import numpy as np
 
 from .calibration import expected_calibration_error
 
+Z_95 = NormalDist().inv_cdf(0.975)  # 1.96: the normal quantile of a two-sided 95 % interval
+
 
 def classification_metrics(probs: np.ndarray, y_true: np.ndarray, labels: list[str]) -> dict:
-    """accuracy, macro-F1, log-loss, per-class accuracy, the confusion matrix (rows: true, cols: predicted) and
-    the expected calibration error."""
+    """accuracy with its 95 % interval, macro-F1, log-loss, per-class accuracy, the confusion matrix (rows: true,
+    cols: predicted) and the expected calibration error."""
     n = len(labels)
     pred = probs.argmax(axis=1)
     confusion = np.zeros((n, n), dtype=np.int64)
@@ -22,10 +27,12 @@ def classification_metrics(probs: np.ndarray, y_true: np.ndarray, labels: list[s
         precision = np.where(predicted > 0, tp / np.maximum(predicted, 1), 0.0)
         f1 = np.where(precision + np.nan_to_num(recall) > 0, 2 * precision * recall / (precision + recall), 0.0)
     present = support > 0
+    right = int(tp.sum())
     eps = 1e-7
     picked = np.clip(probs[np.arange(len(y_true)), y_true], eps, 1.0)
     return {
         "accuracy": float((pred == y_true).mean()) if len(y_true) else None,
+        "accuracy_interval": accuracy_interval(right, len(y_true)) if len(y_true) else None,
         "macro_f1": float(np.mean(f1[present])) if present.any() else None,
         "log_loss": float(-np.mean(np.log(picked))) if len(y_true) else None,
         "per_class_accuracy": {labels[i]: (float(recall[i]) if present[i] else None) for i in range(n)},
@@ -33,6 +40,16 @@ def classification_metrics(probs: np.ndarray, y_true: np.ndarray, labels: list[s
         "samples": int(len(y_true)),
         "ece": expected_calibration_error(probs, y_true) if len(y_true) else None,
     }
+
+
+def accuracy_interval(right: int, tested: int) -> list[float]:
+    """The 95 % Wilson score interval of an accuracy measured on `tested` photos: where the accuracy on more photos
+    like these is likely to be. On a test split of 50 photos one photo is 2 points, and 45 right means anything
+    from 79 to 96 %; the Wilson interval stays inside 0-100 % and is sound at 0 or all right, unlike p ± 1.96 SE."""
+    p, z = right / tested, Z_95
+    centre = (p + z * z / (2 * tested)) / (1 + z * z / tested)
+    half = z / (1 + z * z / tested) * math.sqrt(p * (1 - p) / tested + z * z / (4 * tested * tested))
+    return [max(0.0, centre - half), min(1.0, centre + half)]
 
 
 MISTAKES_KEPT = 1000  # the manifest's list; a real test split's mistakes fit, a huge one's most confident do
