@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import platform
 import statistics
@@ -20,6 +19,7 @@ from pathlib import Path
 
 from ..exporters.registry import FORMATS
 from ..pipeline.config import EMBEDDED_BACKBONE, EMBEDDED_TRAINING, BackboneSpec, BuildConfig
+from ..pipeline.verify.metrics import exact_mcnemar_p
 from .groups import known_groups, write_groups
 
 log = logging.getLogger(__name__)
@@ -239,14 +239,6 @@ def _wrong(manifest: dict, tested: int) -> set[str]:
     if len(mistakes["listed"]) != mistakes["total"]:
         raise RuntimeError(f"the manifest lists {len(mistakes['listed'])} of {mistakes['total']} mistakes")
     return {m["path"] for m in mistakes["listed"]}
-
-
-def exact_mcnemar_p(only_a: int, only_b: int) -> float:
-    """Two-sided exact McNemar test on the photos only one of two models got right: the chance of a split at least
-    this uneven if either model were as likely to be the one right. Photos both got right or wrong say nothing."""
-    n = only_a + only_b
-    tail = sum(math.comb(n, k) for k in range(min(only_a, only_b) + 1)) / 2**n
-    return min(1.0, 2 * tail)
 
 
 TRAINING_STAGES = ("scan", "features", "augmented features", "train")

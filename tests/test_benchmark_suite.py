@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from scipy.stats import binomtest
 
-from imgpipe.benchmarks.suite import exact_mcnemar_p, summarise_held_out, train_seconds
+from imgpipe.benchmarks.suite import summarise_held_out, train_seconds
+from imgpipe.pipeline.verify.metrics import exact_mcnemar_p
 
 
 def test_training_time_counts_every_stage_from_photos_to_model_and_nothing_after():

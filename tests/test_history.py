@@ -15,6 +15,7 @@ from imgpipe.pipeline.commands.cli import main
 from imgpipe.pipeline.history.compare import compare_builds, format_comparison, format_versus
 from imgpipe.pipeline.history.records import build_record, bundle_sha256
 from imgpipe.pipeline.history.store import SCHEMA_VERSION, History, HistoryError, migrate, schema_version
+from imgpipe.pipeline.verify.metrics import exact_mcnemar_p
 
 LABELS = ["cat", "dog"]
 
@@ -113,12 +114,15 @@ def test_records_round_trip_and_compare_names_the_photos_that_changed(tmp_path):
         diff = compare_builds(history.get(first), history.get(second))
     tflite = next(r for r in diff["artifacts"] if r["artifact"] == "tflite:fp32")
     assert tflite["changed_photos"] == [{"photo": "cat/2.jpg", "true": "cat", "a": "dog", "b": "cat"}]
+    assert (tflite["now_right"], tflite["now_wrong"], tflite["mcnemar_p"]) == (1, 0, 1.0)
     assert diff["photos_compared"] == 4 and diff["same_dataset"]
     text = format_comparison(diff)
     assert "cat/2.jpg [cat]: dog -> cat  (keras:float, tflite:fp32, onnx:fp32)" in text
     assert "+25.0 pt" in text and "-100.0 kB (-10.0%)" in text
     versus = "\n".join(format_versus(diff))
-    assert "accuracy 75.0% -> 100.0% (+25.0 pt)" in versus and "1 of 4 test photos changed prediction" in versus
+    assert "accuracy 75.0% -> 100.0% (+25.0 pt)" in versus
+    assert "1 of 4 test photos changed prediction (1 now right, 0 now wrong; p = 1.00)" in versus
+    assert "1 of 4 (1 now right, 0 now wrong; p = 1.00)" in text
 
 
 def test_unknown_build_ids_and_folders_are_one_line_errors(tmp_path):
@@ -219,8 +223,13 @@ def test_compare_two_real_builds_by_id_and_by_folder(cli_build_run, second_build
         for out in (cli_build_run.out, out2)
     ]
     assert by_id["photos_compared"] == len(tests[0] & tests[1]) > 0
-    for change in rows["tflite:fp32"]["changed_photos"]:
+    changed = rows["tflite:fp32"]["changed_photos"]
+    for change in changed:
         assert change["a"] != change["b"] and change["photo"].split("/")[0] == change["true"]
+    now_right = sum(c["b"] == c["true"] for c in changed)
+    now_wrong = sum(c["a"] == c["true"] for c in changed)
+    assert (rows["tflite:fp32"]["now_right"], rows["tflite:fp32"]["now_wrong"]) == (now_right, now_wrong)
+    assert rows["tflite:fp32"]["mcnemar_p"] == exact_mcnemar_p(now_right, now_wrong)
     assert any(s["setting"] == "backbone.weights" for s in by_id["settings_changed"])
     capsys.readouterr()
     assert main(["compare", "1", "2", "--history", history]) == 0

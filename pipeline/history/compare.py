@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 
 from ..reports.table import format_ms, format_percent, format_table
+from ..verify.metrics import exact_mcnemar_p
 
 REFERENCE = "keras:float"
 
@@ -69,7 +70,11 @@ def _row(name: str, x: dict | None, y: dict | None, photos, a: dict, b: dict) ->
         va, vb = (x or {}).get(key), (y or {}).get(key)
         row[key] = {"a": va, "b": vb, "change": None if va is None or vb is None else vb - va}
     row["published"] = {"a": (x or {}).get("published"), "b": (y or {}).get("published")}
-    row["changed_photos"] = _changed(x, y, photos, a["labels"], b["labels"])
+    row["changed_photos"] = changed = _changed(x, y, photos, a["labels"], b["labels"])
+    if changed is not None:  # the photos B got right and A wrong, and the other way round: McNemar's test
+        row["now_right"] = sum(c["b"] == c["true"] for c in changed)
+        row["now_wrong"] = sum(c["a"] == c["true"] for c in changed)
+        row["mcnemar_p"] = exact_mcnemar_p(row["now_right"], row["now_wrong"])
     return row
 
 
@@ -131,7 +136,7 @@ def _table_rows(diff: dict) -> list[list[str]]:
         acc, size, p50 = r["accuracy"], r["bytes"], r["latency_ms_p50"]
         status = {"new": "new in B", "gone": "not in B"}.get(r["status"], "")
         changed = r["changed_photos"]
-        photos = "" if changed is None else f"{len(changed)} of {diff['photos_compared']}"
+        photos = "" if changed is None else f"{len(changed)} of {diff['photos_compared']}{_right_and_wrong(r)}"
         rows.append(
             [
                 r["artifact"],
@@ -148,6 +153,13 @@ def _table_rows(diff: dict) -> list[list[str]]:
             ]
         )
     return rows
+
+
+def _right_and_wrong(row: dict) -> str:
+    """ " (2 now right, 1 now wrong; p = 1.00)": whether the accuracy change is more than chance."""
+    if not row["changed_photos"]:
+        return ""
+    return f" ({row['now_right']} now right, {row['now_wrong']} now wrong; p = {row['mcnemar_p']:.2f})"
 
 
 def _photo_lines(diff: dict, limit: int) -> list[str]:
@@ -189,7 +201,10 @@ def format_versus(diff: dict) -> list[str]:
         if p50["a"] is not None and p50["b"] is not None:
             parts.append(f"p50 {format_ms(p50['a'])} -> {format_ms(p50['b'])} ms")
         if r["changed_photos"] is not None:
-            parts.append(f"{len(r['changed_photos'])} of {diff['photos_compared']} test photos changed prediction")
+            parts.append(
+                f"{len(r['changed_photos'])} of {diff['photos_compared']} test photos changed prediction"
+                + _right_and_wrong(r)
+            )
         lines.append(f"  {r['artifact']}: " + ("; ".join(parts) or "unchanged"))
     return lines
 

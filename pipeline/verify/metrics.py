@@ -52,6 +52,15 @@ def accuracy_interval(right: int, tested: int) -> list[float]:
     return [max(0.0, centre - half), min(1.0, centre + half)]
 
 
+def exact_mcnemar_p(only_a: int, only_b: int) -> float:
+    """Two-sided exact McNemar test on the photos only one of two models got right (on the same photos): the chance
+    of a split at least this uneven if either model were as likely to be the one right. Photos both got right or
+    wrong say nothing; a difference of a photo or two is no evidence either way."""
+    n = only_a + only_b
+    tail = sum(math.comb(n, k) for k in range(min(only_a, only_b) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
 MISTAKES_KEPT = 1000  # the manifest's list; a real test split's mistakes fit, a huge one's most confident do
 
 
