@@ -57,7 +57,12 @@ def exact_mcnemar_p(only_a: int, only_b: int) -> float:
     of a split at least this uneven if either model were as likely to be the one right. Photos both got right or
     wrong say nothing; a difference of a photo or two is no evidence either way."""
     n = only_a + only_b
-    tail = sum(math.comb(n, k) for k in range(min(only_a, only_b) + 1)) / 2**n
+    if n == 0:
+        return 1.0
+    # the binomial(n, 1/2) tail up to the smaller count, in logs: exact integers cost minutes at 40,000 photos
+    logs = [math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) for k in range(min(only_a, only_b) + 1)]
+    top = max(logs)
+    tail = math.exp(top - n * math.log(2)) * math.fsum(math.exp(v - top) for v in logs)
     return min(1.0, 2 * tail)
 
 
