@@ -13,13 +13,12 @@ from .summary import format_size, recommend
 from .table import (
     COLUMNS,
     MISTAKE_COLUMNS,
-    MISTAKES_NOTE,
     accuracy_interval_note,
     artifact_name,
     artifact_rows,
     format_percent,
     latency_note,
-    mistake_table,
+    reference_mistakes,
     unavailable_notes,
 )
 
@@ -164,18 +163,17 @@ def _artifact_table(entries: list[dict], reference: dict) -> str:
 
 
 def _mistakes(manifest: dict) -> list[str]:
-    mistakes = mistake_table(manifest["reference"].get("mistakes"))
+    mistakes = reference_mistakes(manifest)
     if not mistakes:
         return []
-    rows, how_many = mistakes
-    caption = f"Test photos the float model got wrong: {how_many} ({MISTAKES_NOTE})."
+    rows, caption = mistakes
     head = "".join(f"<th{'' if c == 'confidence' else ' class=text'}>{_e(c)}</th>" for c in MISTAKE_COLUMNS)
     body = "".join(
         f"<tr><td class=text><code>{_e(path)}</code></td><td class=text>{_e(label)}</td>"
         f"<td class=text>{_e(predicted)}</td><td>{_e(confidence)}</td></tr>"
         for path, label, predicted, confidence in rows
     )
-    return [f"<p class=note>{_e(caption)}</p>", f"<table><tr>{head}</tr>{body}</table>"]
+    return [f"<p class=note>{_e(caption)}.</p>", f"<table><tr>{head}</tr>{body}</table>"]
 
 
 def _calibration(calibration: dict | None) -> list[str]:

@@ -8,14 +8,13 @@ from ..core.files import write_text_atomic
 from .summary import format_size, recommend
 from .table import (
     MISTAKE_COLUMNS,
-    MISTAKES_NOTE,
     accuracy_interval_note,
     artifact_rows,
     format_change,
     format_percent,
     latency_note,
     markdown_table,
-    mistake_table,
+    reference_mistakes,
     unavailable_notes,
 )
 
@@ -84,12 +83,12 @@ def write_markdown_report(path: Path, manifest: dict) -> None:
     ]
     for label, row in zip(manifest["labels"], keras_metrics["confusion_matrix"]):
         lines.append(f"| {label} | " + " | ".join(str(v) for v in row) + " |")
-    mistakes = mistake_table(manifest["reference"].get("mistakes"))
+    mistakes = reference_mistakes(manifest)
     if mistakes:
-        rows, how_many = mistakes
+        rows, caption = mistakes
         lines += [
             "",
-            f"Test photos the float model got wrong: {how_many} ({MISTAKES_NOTE}):",
+            f"{caption}:",
             "",
             markdown_table([[f"`{r[0]}`", *r[1:]] for r in rows], MISTAKE_COLUMNS),
         ]

@@ -119,6 +119,15 @@ def mistake_table(mistakes: dict | None) -> tuple[list[list[str]], str] | None:
     return rows, f"{which} of {mistakes['total']}, most confident first"
 
 
+def reference_mistakes(manifest: dict) -> tuple[list[list[str]], str] | None:
+    """The float model's test mistakes as both reports show them: rows and the sentence above them."""
+    mistakes = mistake_table(manifest["reference"].get("mistakes"))
+    if not mistakes:
+        return None
+    rows, how_many = mistakes
+    return rows, f"Test photos the float model got wrong: {how_many} ({MISTAKES_NOTE})"
+
+
 def accuracy_interval_note(metrics: dict) -> str | None:
     """The float model's test accuracy with its 95 % interval, as one sentence (None for a manifest without it)."""
     interval = metrics.get("accuracy_interval")
