@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..pipeline.core.console import command_console, echo, setup_console
 from .markdown import render_markdown, render_scale_markdown
+from .previous import PreviousNotFound, previous_command
 from .scale import run_scale
 from .suite import PROFILES, RESULTS_DIR, cases_from_environment, run_suite
 
@@ -23,10 +24,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile == "scale":
         markdown = render_scale_markdown(run_scale(args.results))
         return _publish(markdown, args.results)
+    try:
+        previous = previous_command()
+    except PreviousNotFound as e:
+        echo(f"imgpipe bench: {e}", err=True)
+        return 2
     cases, notices = cases_from_environment()
     for notice in notices:
         echo(f"imgpipe bench: {notice}", err=True)
-    suite = run_suite(args.profile, cases, notices, args.results)
+    suite = run_suite(args.profile, cases, notices, args.results, previous)
     return _publish(render_markdown(suite), args.results)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..pipeline.reports.table import format_change, format_ms, format_percent
-from .suite import ACCURACY_OF, SPLIT_SECONDS, train_seconds
+from .suite import ACCURACY_OF, PREVIOUS_ACCURACY_OF, SPLIT_SECONDS, train_seconds
 
 
 def render_markdown(suite: dict) -> str:
@@ -67,7 +67,8 @@ def _held_out_lines(run: dict) -> list[str]:
     columns = tuple(ACCURACY_OF)
 
     def pooled(key: str) -> str:
-        return f"{format_percent(held[ACCURACY_OF[key]])} ({sum(s[key] for s in splits)}/{held['test_images']})"
+        accuracy = (ACCURACY_OF | PREVIOUS_ACCURACY_OF)[key]
+        return f"{format_percent(held[accuracy])} ({sum(s[key] for s in splits)}/{held['test_images']})"
 
     def each(key: str) -> str:
         return " · ".join(f"{s[key]}/{s['test_images']}" for s in splits)
@@ -89,6 +90,22 @@ def _held_out_lines(run: dict) -> list[str]:
         "| training time per held-out split (s, median; imgpipe's features cached above) | "
         + " | ".join(f"{held[k]:.1f}" for k in SPLIT_SECONDS)
         + " |",
+    ] + (_previous_lines(held, pooled, each) if "previous" in held else [])
+
+
+def _previous_lines(held: dict, pooled, each) -> list[str]:
+    older = tuple(PREVIOUS_ACCURACY_OF)
+    return [
+        "",
+        f"The same splits beside an older imgpipe (`{held['previous']}`), which gets each split's train and val "
+        "photos as its dataset:",
+        "",
+        f"| test split | imgpipe | older imgpipe | older imgpipe `--fine-tune-epochs {held['fine_tune_epochs']}` |",
+        "|---|---|---|---|",
+        "| held-out groups, pooled | " + " | ".join(pooled(k) for k in ("keras_right", *older)) + " |",
+        "| held-out groups, each split | " + " | ".join(each(k) for k in ("keras_right", *older)) + " |",
+        f"| photos only this default or the older fine-tuned build got right | {held['only_keras_right_vs_previous']} "
+        f"| | {held['only_previous_fine_tuned_right']} (exact McNemar p = {held['previous_mcnemar_p']:.2f}) |",
     ]
 
 

@@ -2,7 +2,8 @@
 
 Profiles: `quick` (CI: float and int8 variants, no model-level optimizations) and `full` (every variant,
 prune and QAT). Dataset folders come from IMGPIPE_BENCH_DATA (separated by ':'), backbone weights from
-IMGPIPE_BENCH_WEIGHTS (a Keras no-top .h5; 'imagenet' needs a network) with IMGPIPE_BENCH_ALPHA.
+IMGPIPE_BENCH_WEIGHTS (a Keras no-top .h5; 'imagenet' needs a network) with IMGPIPE_BENCH_ALPHA; an older
+imgpipe to build beside this one on the held-out splits from IMGPIPE_BENCH_PREVIOUS (see `previous`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ..exporters.registry import FORMATS
 from ..pipeline.config import EMBEDDED_BACKBONE, EMBEDDED_TRAINING, BackboneSpec, BuildConfig
 from ..pipeline.verify.metrics import exact_mcnemar_p
 from .groups import known_groups, write_groups
+from .previous import PREVIOUS_BUILDS, previous_on_split
 
 log = logging.getLogger(__name__)
 RESULTS_DIR = Path("benchmarks") / "results"  # relative to where the suite is run: the repository root in CI
@@ -66,7 +68,14 @@ def cases_from_environment(environ=os.environ) -> tuple[list[BenchCase], list[st
     return cases, notices
 
 
-def run_suite(profile: str, cases: list[BenchCase], notices: list[str], results_dir: Path = RESULTS_DIR) -> dict:
+def run_suite(
+    profile: str,
+    cases: list[BenchCase],
+    notices: list[str],
+    results_dir: Path = RESULTS_DIR,
+    previous: list[str] | None = None,
+) -> dict:
+    """`previous`: another imgpipe's command, built beside this one on the held-out splits."""
     from ..pipeline.build import run_build
 
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -84,7 +93,7 @@ def run_suite(profile: str, cases: list[BenchCase], notices: list[str], results_
                 run["versus_baseline"] = _ratios(run, run["baseline"])
                 groups = known_groups(case.dataset)
                 if groups is not None:
-                    run["held_out"] = _held_out(case, profile, Path(tmp), *groups)
+                    run["held_out"] = _held_out(case, profile, Path(tmp), previous, *groups)
         runs.append(run)
         (results_dir / f"{case.name}.json").write_text(json.dumps(run, indent=2) + "\n")
     suite = {
@@ -163,30 +172,36 @@ def _baseline(case: BenchCase, bundle: Path, convert: bool = True) -> dict:
     )
 
 
-def _held_out(case: BenchCase, profile: str, tmp: Path, groups: list[tuple[str, str]], what: str) -> dict:
+def _held_out(
+    case: BenchCase, profile: str, tmp: Path, previous: list[str] | None, groups: list[tuple[str, str]], what: str
+) -> dict:
     """The same build with whole groups (photographers, breeds) held out of training, the same split fine-tuned,
     and the tutorial recipe on it, over HELD_OUT_SPLITS draws of the groups: the accuracy to expect on photos from
     people or breeds no model has seen, and what the default's seconds of training give up, if anything, against
     fine-tuning's minutes."""
     splits = [
-        _held_out_split(case, profile, tmp, write_groups(groups, tmp / f"groups-{d}.csv", d), d)
+        _held_out_split(case, profile, tmp, write_groups(groups, tmp / f"groups-{d}.csv", d), d, previous)
         for d in range(HELD_OUT_SPLITS)
     ]
-    return summarise_held_out(splits, what)
+    return summarise_held_out(splits, what) | ({"previous": " ".join(previous)} if previous else {})
 
 
 def summarise_held_out(splits: list[dict], what: str) -> dict:
     """Pooled accuracies (photos right over photos tested, in all splits), the photos only the default or only the
-    fine-tuned build got right with the exact McNemar p of that split, and median training seconds."""
+    fine-tuned build got right with the exact McNemar p of that split, and median training seconds; the same for
+    an older imgpipe's builds when the splits have them."""
     tested = sum(s["test_images"] for s in splits)
-    only = {key: sum(s[key] for s in splits) for key in ONLY_ONE_RIGHT}
-    return (
+    accuracies = ACCURACY_OF | (PREVIOUS_ACCURACY_OF if PREVIOUS_ONLY_ONE_RIGHT[0] in splits[0] else {})
+    summary = (
         {"groups": what, "splits": splits, "test_images": tested, "fine_tune_epochs": FINE_TUNE_EPOCHS}
-        | {accuracy: sum(s[right] for s in splits) / tested for right, accuracy in ACCURACY_OF.items()}
-        | only
-        | {"mcnemar_p": exact_mcnemar_p(*only.values())}
+        | {accuracy: sum(s[right] for s in splits) / tested for right, accuracy in accuracies.items()}
         | {key: statistics.median(s[key] for s in splits) for key in SPLIT_SECONDS}
     )
+    for pair, p in ((ONLY_ONE_RIGHT, "mcnemar_p"), (PREVIOUS_ONLY_ONE_RIGHT, "previous_mcnemar_p")):
+        if pair[0] in splits[0]:
+            only = {key: sum(s[key] for s in splits) for key in pair}
+            summary |= only | {p: exact_mcnemar_p(*only.values())}
+    return summary
 
 
 # Per held-out split: photos right, for each build, and the pooled accuracy that `summarise_held_out` makes of them.
@@ -197,10 +212,15 @@ ACCURACY_OF = {
 }
 # Photos only one of the default and the fine-tuned build got right: what tells a real difference from chance.
 ONLY_ONE_RIGHT = ("only_keras_right", "only_fine_tuned_right")
+# The same for an older imgpipe's builds (IMGPIPE_BENCH_PREVIOUS): this default against the older fine-tuned build.
+PREVIOUS_ACCURACY_OF = {f"{name}_right": f"{name}_accuracy" for name in PREVIOUS_BUILDS}
+PREVIOUS_ONLY_ONE_RIGHT = ("only_keras_right_vs_previous", "only_previous_fine_tuned_right")
 SPLIT_SECONDS = ("train_seconds", "fine_tuned_train_seconds", "baseline_train_seconds")
 
 
-def _held_out_split(case: BenchCase, profile: str, tmp: Path, groups: Path, draw: int) -> dict:
+def _held_out_split(
+    case: BenchCase, profile: str, tmp: Path, groups: Path, draw: int, previous: list[str] | None
+) -> dict:
     from ..pipeline.build import run_build
 
     config = _config(case, profile, tmp)
@@ -217,18 +237,30 @@ def _held_out_split(case: BenchCase, profile: str, tmp: Path, groups: Path, draw
     fine_tuned = run_build(config).manifest
     tested = manifest["reference"]["metrics"]["samples"]
     wrong, wrong_fine_tuned = _wrong(manifest, tested), _wrong(fine_tuned, tested)
-    return {
+    split = {
         "draw": draw,
         "test_images": tested,
         "keras_right": tested - len(wrong),
         "fine_tuned_right": tested - len(wrong_fine_tuned),
-        "only_keras_right": len(wrong_fine_tuned - wrong),
-        "only_fine_tuned_right": len(wrong - wrong_fine_tuned),
+        **dict(zip(ONLY_ONE_RIGHT, _only_right(wrong, wrong_fine_tuned))),
         "baseline_right": round(baseline["accuracy"] * tested),
         "train_seconds": round(train_seconds(manifest["timings"]), 2),
         "fine_tuned_train_seconds": round(train_seconds(fine_tuned["timings"]), 2),
         "baseline_train_seconds": baseline["train_seconds"],
     }
+    if previous:
+        splits = json.loads((result.bundle / "splits.json").read_text())
+        other = previous_on_split(
+            previous, case.dataset, splits, case.backbone, FINE_TUNE_EPOCHS, tmp / f"held-out-{draw}-previous"
+        )
+        split |= {f"{name}_right": tested - len(other[name]) for name in PREVIOUS_BUILDS}
+        split |= dict(zip(PREVIOUS_ONLY_ONE_RIGHT, _only_right(wrong, other["previous_fine_tuned"])))
+    return split
+
+
+def _only_right(wrong: set[str], other_wrong: set[str]) -> tuple[int, int]:
+    """(photos only the first build got right, photos only the other got right), from the photos each got wrong."""
+    return len(other_wrong - wrong), len(wrong - other_wrong)
 
 
 def _wrong(manifest: dict, tested: int) -> set[str]:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 from scipy.stats import binomtest
 
+from imgpipe.benchmarks.previous import PreviousNotFound, previous_command, previous_on_split
 from imgpipe.benchmarks.suite import summarise_held_out, train_seconds
 from imgpipe.pipeline.verify.metrics import exact_mcnemar_p
 
@@ -86,6 +89,78 @@ def test_held_out_table_puts_the_default_beside_the_fine_tuned_build_and_the_tut
     assert held[3][1:] == ["44/50 · 44/50", "43/50 · 43/50", "28/50 · 28/50"]
     assert held[4][1:] == ["3", "1 (exact McNemar p = 0.62)", ""]
     assert held[5][1:] == ["0.7", "70.0", "25.0"]
+    assert "older imgpipe" not in text  # no IMGPIPE_BENCH_PREVIOUS, no table for it
+
+
+def _with_previous(split: dict, right: int, fine_tuned_right: int, only: tuple[int, int]) -> dict:
+    return split | {
+        "previous_right": right,
+        "previous_fine_tuned_right": fine_tuned_right,
+        "only_keras_right_vs_previous": only[0],
+        "only_previous_fine_tuned_right": only[1],
+    }
+
+
+def test_an_older_imgpipes_builds_are_pooled_and_tabled_beside_this_default():
+    from test_reports import parsed_tables
+
+    from imgpipe.benchmarks.markdown import _held_out_lines
+
+    splits = [
+        _with_previous(_split(0, 60, 56, 56, 40, 0.5), 59, 57, only=(1, 2)),
+        _with_previous(_split(1, 40, 38, 39, 30, 0.5), 40, 36, only=(3, 1)),
+    ]
+    held = summarise_held_out(splits, "breed") | {"previous": "/old/bin/imgpipe"}
+    assert held["previous_accuracy"] == 0.99 and held["previous_fine_tuned_accuracy"] == 0.93
+    assert (held["only_keras_right_vs_previous"], held["only_previous_fine_tuned_right"]) == (4, 3)
+    assert held["previous_mcnemar_p"] == exact_mcnemar_p(4, 3)
+    run = {"keras_accuracy": 0.95, "baseline": {"accuracy": 0.7}, "held_out": held}
+    text = "\n".join(_held_out_lines(run))
+    assert "older imgpipe (`/old/bin/imgpipe`)" in text
+    table = parsed_tables(text)[-1]
+    assert table[0][1:] == ["imgpipe", "older imgpipe", "older imgpipe `--fine-tune-epochs 10`"]
+    assert table[1][1:] == ["94.0% (94/100)", "99.0% (99/100)", "93.0% (93/100)"]
+    assert table[2][1:] == ["56/60 · 38/40", "59/60 · 40/40", "57/60 · 36/40"]
+    assert table[3][1:] == ["4", "", f"3 (exact McNemar p = {exact_mcnemar_p(4, 3):.2f})"]
+
+
+def test_the_older_imgpipe_comes_from_the_environment_and_must_be_an_executable(tmp_path):
+    assert previous_command({}) is None
+    with pytest.raises(PreviousNotFound, match="IMGPIPE_BENCH_PREVIOUS=.*missing.*not an executable"):
+        previous_command({"IMGPIPE_BENCH_PREVIOUS": str(tmp_path / "missing")})
+    assert previous_command({"IMGPIPE_BENCH_PREVIOUS": sys.executable}) == [sys.executable]
+
+
+@pytest.mark.slow
+def test_an_older_imgpipe_trains_on_the_splits_train_and_val_photos_and_labels_its_test_photos(
+    tiny_backbone_weights, tmp_path
+):
+    """This imgpipe stands in for the older one: what the benchmark hands it and what it reads back."""
+    from conftest import TINY_SIZE, write_pattern_dataset
+
+    from imgpipe.pipeline.config import BackboneSpec
+
+    data = write_pattern_dataset(tmp_path / "data", n_per_class=20, seed=1)
+    photos = sorted(p.relative_to(data).as_posix() for p in data.rglob("*.*"))
+    splits = [
+        {"path": p, "label": p.split("/")[0], "split": "test" if i % 4 == 0 else "val" if i % 7 == 0 else "train"}
+        for i, p in enumerate(photos)
+    ]
+    other = tmp_path / "imgpipe"
+    other.write_text(f'#!/bin/sh\nexec {sys.executable} -m imgpipe.pipeline.commands.cli "$@"\n')
+    other.chmod(0o755)
+    backbone = BackboneSpec("mobilenet_v2", 0.35, TINY_SIZE, str(tiny_backbone_weights))
+    work = tmp_path / "previous"
+
+    wrong = previous_on_split([str(other)], data, splits, backbone, 1, work)
+
+    tested = {s["path"] for s in splits if s["split"] == "test"}
+    given = {p.relative_to(work / "train+val").as_posix() for p in (work / "train+val").rglob("*.*")}
+    assert given == set(photos) - tested  # every train and val photo, no test photo
+    assert set(wrong) == {"previous", "previous_fine_tuned"}
+    assert all(w <= tested for w in wrong.values())
+    assert min(len(tested) - len(w) for w in wrong.values()) > len(tested) / 3  # better than chance on 3 classes
+    assert not (work / "previous").exists() and not (work / "previous_fine_tuned").exists()  # builds removed
 
 
 def test_the_exact_mcnemar_p_is_the_two_sided_binomial_test_of_the_photos_only_one_got_right():
