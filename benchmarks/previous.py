@@ -49,9 +49,7 @@ def previous_on_split(
     seen = [s for s in splits if s["split"] != "test"]
     _link(dataset, seen, dest / "train+val")
     _link(dataset, tested, dest / "test")
-    train = sum(s["split"] == "train" for s in seen) / len(seen)
-    val = max(0.0, 1 - train - PREVIOUS_TEST_SHARE)
-    shares = [f"{1 - val - PREVIOUS_TEST_SHARE:.4f}", f"{val:.4f}", f"{PREVIOUS_TEST_SHARE}"]
+    shares = split_shares(sum(s["split"] == "train" for s in seen), len(seen))
     options = ["--arch", backbone.arch, "--alpha", f"{backbone.alpha:g}", "--image-size", str(backbone.image_size)]
     options += ["--weights", str(backbone.weights), "--targets", "tflite", "--allow-failures", "--no-record-history"]
     labels = {s["path"]: s["label"] for s in tested}
@@ -66,6 +64,13 @@ def previous_on_split(
         wrong[name] = {path for path, label in predicted.items() if label != labels[path]}
         shutil.rmtree(dest / name, ignore_errors=True)  # keeps the benchmark's folder small over the splits
     return wrong
+
+
+def split_shares(train: int, seen: int) -> list[str]:
+    """`--split` for the other imgpipe: this build's share of train among the train and val photos, the rest val
+    but PREVIOUS_TEST_SHARE, written to four places so that they add up to 1 as written (imgpipe allows 1e-6)."""
+    val = round(max(0.0, 1 - round(train / seen, 4) - PREVIOUS_TEST_SHARE), 4)
+    return [f"{1 - val - PREVIOUS_TEST_SHARE:.4f}", f"{val:.4f}", f"{PREVIOUS_TEST_SHARE:.4f}"]
 
 
 def _link(dataset: Path, photos: list[dict], folder: Path) -> None:

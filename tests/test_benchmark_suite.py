@@ -7,7 +7,7 @@ import sys
 import pytest
 from scipy.stats import binomtest
 
-from imgpipe.benchmarks.previous import PreviousNotFound, previous_command, previous_on_split
+from imgpipe.benchmarks.previous import PreviousNotFound, previous_command, previous_on_split, split_shares
 from imgpipe.benchmarks.suite import summarise_held_out, train_seconds
 from imgpipe.pipeline.verify.metrics import exact_mcnemar_p
 
@@ -129,6 +129,16 @@ def test_the_older_imgpipe_comes_from_the_environment_and_must_be_an_executable(
     with pytest.raises(PreviousNotFound, match="IMGPIPE_BENCH_PREVIOUS=.*missing.*not an executable"):
         previous_command({"IMGPIPE_BENCH_PREVIOUS": str(tmp_path / "missing")})
     assert previous_command({"IMGPIPE_BENCH_PREVIOUS": sys.executable}) == [sys.executable]
+
+
+def test_the_older_imgpipe_gets_this_builds_share_of_train_in_a_split_that_adds_up_to_one():
+    from imgpipe.pipeline.config import SplitFractions
+
+    for seen in range(1, 400):  # 270 of 320 once gave 0.8438 0.1363 0.02, which imgpipe refused
+        for train in range(1, seen + 1):
+            shares = split_shares(train, seen)
+            SplitFractions(*map(float, shares)).check()  # imgpipe's own rule; raises when they do not add up
+            assert float(shares[2]) > 0 and abs(float(shares[0]) - min(train / seen, 0.98)) < 1e-4
 
 
 @pytest.mark.slow
